@@ -1,0 +1,640 @@
+"""`CircuitLasso`: a scikit-learn-style estimator that learns a circuit by sparse regression.
+
+Every node's columns are regressed on the columns of the nodes before it (block upper-triangular map),
+so the problem splits into one Lasso per target column (see ``../shared/docs/method.md``):
+
+* **component level** -- ``fit(activations)``: nodes are sites (``embed``, heads, MLPs, ``out``), each a
+  block of ``d`` columns; by default every site is regressed on *all* earlier sites.
+* **SAE-feature level** -- ``fit(features)``: nodes are SAE features (one column each) plus one error
+  node per site (``d_in`` columns, used as a source only); by default each site's features are regressed
+  on the features of the *previous* encoded site (``predecessors="adjacent"``).
+* **prediction level** -- ``fit(data, y)``: ``y`` (a label or a continuous target such as a logit
+  difference) is one more target node regressed on every node, with L1 least squares (continuous) or L1
+  logistic regression (binary/multiclass, one-vs-rest).
+
+Edge scores. For nodes that are single columns the edge weight is the signed coefficient; for blocks it
+is the Frobenius norm of the coefficient block (``edge_score="fro"``) or its max-abs entry
+(``edge_score="maxabs"``). Coefficients are on standardised data (each column centred and scaled to unit
+variance) unless ``standardize=False``, so weights *rank* dependencies; they are not causal effects.
+
+Choosing ``alpha``. Give ``alpha`` for one fit, or leave it ``None`` to fit a geometric grid of
+``n_alphas`` values from ``alpha_max`` (the smallest alpha with an empty graph) down to
+``alpha_max * alpha_min_ratio``, warm-started along the grid, and pick one by ``selection``:
+
+* ``"ebic"`` (default): per target, minimise the extended BIC
+  ``n log(RSS/n) + df (log(n) + 2 * ebic_gamma * log(p))`` (p = candidate predictors of that target), which
+  keeps false edges rare when there are many candidate sources;
+* ``"bic"``: the same without the ``log(p)`` term;
+* ``"n_edges"``: the alpha whose circuit has the number of edges closest to ``n_edges``.
+
+The whole path is kept in ``circuit_.path`` so a sparser or denser graph is read without refitting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from ..activations import Activations, check_finite
+from ..circuit import Circuit, error_node, feature_node
+from ..sae import Features
+from ..sites import COMPONENT_KINDS, parse_site
+from .solvers import PathResult, get_solver
+
+logger = logging.getLogger(__name__)
+
+SELECTIONS = ("bic", "ebic", "n_edges")
+EDGE_SCORES = ("fro", "maxabs")
+PREDECESSORS = ("auto", "all", "adjacent")
+Y_KINDS = ("auto", "linear", "logistic")
+
+
+@dataclass
+class _Layout:
+    """Columns of the design, grouped into nodes."""
+
+    nodes: pd.DataFrame            # node table (circuit node order)
+    col_node: np.ndarray           # node position of each column
+    node_cols: list[np.ndarray]    # columns of each node
+    node_rank: list[tuple]         # computation-order rank of each node
+    node_site: list[str]
+    is_target: np.ndarray          # may this node be a target?
+    kind: str                      # "component" | "feature"
+
+
+def _std(X) -> tuple[np.ndarray, np.ndarray]:
+    if sp.issparse(X):
+        X = sp.csc_matrix(X)
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
+        var = np.maximum(sq - mean**2, 0.0)
+    else:
+        mean = X.mean(axis=0)
+        var = X.var(axis=0)
+    return mean.astype(np.float64), np.sqrt(var).astype(np.float64)
+
+
+class CircuitLasso(BaseEstimator):
+    """Learn a circuit with one Lasso per target column (module docstring has the details).
+
+    Parameters
+    ----------
+    alpha: regularisation strength for a single fit; ``None`` fits a path and selects by ``selection``.
+    alphas: an explicit descending grid (overrides ``n_alphas``/``alpha_min_ratio``).
+    n_alphas, alpha_min_ratio: the automatic grid.
+    selection: ``"ebic"`` (default), ``"bic"`` or ``"n_edges"`` (then give ``n_edges``). RSS in (E)BIC is
+        the residual of an OLS refit on each Lasso support (relaxed Lasso), so shrinkage does not bias the
+        choice towards small alphas.
+    edge_score: ``"fro"`` or ``"maxabs"`` for block nodes.
+    standardize: centre and scale every column to unit variance before fitting.
+    predecessors: ``"all"`` earlier nodes, or only the ``"adjacent"`` (immediately preceding) site;
+        ``"auto"`` is ``"all"`` at component level and ``"adjacent"`` at feature level.
+    sites: restrict the nodes to these sites (default: component sites at component level, every encoded
+        site at feature level).
+    include_errors: add the SAE error node of each site as a source (feature level).
+    min_target_freq: skip feature targets active in fewer than this fraction of rows (reported in
+        ``skipped_targets_``).
+    y_kind: ``"auto"``, ``"linear"`` (L1 least squares) or ``"logistic"`` (L1 logistic) for ``fit(data, y)``.
+    solver: a registered solver name (:func:`circuitkit.fit.solvers.available_solvers`).
+    tol, max_iter: solver tolerance and maximum outer iterations.
+    n_jobs: joblib processes over targets.
+    progress: show a tqdm bar over target blocks.
+
+    Fitted attributes
+    -----------------
+    circuit_: the :class:`~circuitkit.circuit.Circuit` at ``alpha_`` (with the full path).
+    alphas_: the grid. alpha_: the chosen alpha (with per-target BIC/EBIC selection: the median alpha chosen
+        by the targets that kept at least one edge; each column's choice is in ``target_alpha_``).
+    n_edges_path_: number of node edges at each grid point.
+    coef_: CSR ``[n_columns, n_columns]`` coefficients at ``alpha_`` (rows targets, columns sources).
+    columns_: DataFrame describing each column (node, site).
+    skipped_targets_: nodes that were not fitted as targets, with the reason.
+    timing_: seconds spent in each stage.
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float | None = None,
+        alphas: Sequence[float] | None = None,
+        n_alphas: int = 16,
+        alpha_min_ratio: float = 1e-2,
+        selection: Literal["bic", "ebic", "n_edges"] = "ebic",
+        n_edges: int | None = None,
+        ebic_gamma: float = 0.5,
+        edge_score: Literal["fro", "maxabs"] = "fro",
+        standardize: bool = True,
+        predecessors: Literal["auto", "all", "adjacent"] = "auto",
+        sites: Sequence[str] | None = None,
+        include_errors: bool = True,
+        min_target_freq: float = 0.0,
+        y_kind: Literal["auto", "linear", "logistic"] = "auto",
+        solver: str = "celer",
+        tol: float = 1e-6,
+        max_iter: int = 50,
+        n_jobs: int = 1,
+        progress: bool = True,
+    ) -> None:
+        self.alpha = alpha
+        self.alphas = alphas
+        self.n_alphas = n_alphas
+        self.alpha_min_ratio = alpha_min_ratio
+        self.selection = selection
+        self.n_edges = n_edges
+        self.ebic_gamma = ebic_gamma
+        self.edge_score = edge_score
+        self.standardize = standardize
+        self.predecessors = predecessors
+        self.sites = sites
+        self.include_errors = include_errors
+        self.min_target_freq = min_target_freq
+        self.y_kind = y_kind
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.n_jobs = n_jobs
+        self.progress = progress
+
+    # ------------------------------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        if self.alpha is not None and not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)
+                                           and self.alpha > 0):
+            raise ValueError(f"alpha must be a finite number > 0 (or None for a path), got {self.alpha!r}")
+        if self.alphas is not None:
+            a = np.asarray(self.alphas, dtype=float)
+            if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
+                raise ValueError(f"alphas must be a non-empty 1-D list of finite numbers > 0, got {self.alphas!r}")
+        if not (isinstance(self.n_alphas, int) and self.n_alphas >= 1):
+            raise ValueError(f"n_alphas must be an int >= 1, got {self.n_alphas!r}")
+        if not (0 < self.alpha_min_ratio < 1):
+            raise ValueError(f"alpha_min_ratio must be in (0, 1), got {self.alpha_min_ratio!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {self.selection!r}; valid: {SELECTIONS}")
+        if self.selection == "n_edges" and (self.n_edges is None or self.n_edges < 0):
+            raise ValueError(f"selection='n_edges' needs n_edges >= 0, got {self.n_edges!r}")
+        if self.edge_score not in EDGE_SCORES:
+            raise ValueError(f"unknown edge_score {self.edge_score!r}; valid: {EDGE_SCORES}")
+        if self.predecessors not in PREDECESSORS:
+            raise ValueError(f"unknown predecessors {self.predecessors!r}; valid: {PREDECESSORS}")
+        if self.y_kind not in Y_KINDS:
+            raise ValueError(f"unknown y_kind {self.y_kind!r}; valid: {Y_KINDS}")
+        if not (0 <= self.min_target_freq < 1):
+            raise ValueError(f"min_target_freq must be in [0, 1), got {self.min_target_freq!r}")
+        get_solver(self.solver)
+
+    # -- design ----------------------------------------------------------------------------------------
+    def _layout_components(self, acts: Activations) -> tuple[_Layout, Any]:
+        if self.sites is not None:
+            sites = [s for s in acts.sites if s in set(self.sites)]
+            missing = set(self.sites) - set(acts.sites)
+            if missing:
+                raise ValueError(f"sites {sorted(missing)} were not captured; captured sites are {acts.sites}")
+        else:
+            sites = [s for s in acts.sites if parse_site(s).kind in COMPONENT_KINDS]
+            if len(sites) < 2:
+                sites = acts.sites
+        if len(sites) < 2:
+            raise ValueError(f"component-level fitting needs at least 2 sites, got {sites}")
+        blocks, col_node, node_cols, start = [], [], [], 0
+        for i, s in enumerate(sites):
+            a = acts[s]
+            check_finite(s, a)
+            blocks.append(a.astype(np.float64))
+            node_cols.append(np.arange(start, start + a.shape[1]))
+            col_node.append(np.full(a.shape[1], i))
+            start += a.shape[1]
+        nodes = pd.DataFrame({"node": sites, "site": sites, "kind": "site", "feature": -1, "label": ""})
+        layout = _Layout(nodes, np.concatenate(col_node), node_cols, [parse_site(s).rank for s in sites], sites,
+                         np.array([parse_site(s).kind != "embed" for s in sites]), "component")
+        return layout, np.hstack(blocks)
+
+    def _layout_features(self, feats: Features) -> tuple[_Layout, Any]:
+        sites = feats.sites
+        if self.sites is not None:
+            missing = set(self.sites) - set(sites)
+            if missing:
+                raise ValueError(f"sites {sorted(missing)} were not encoded; encoded sites are {sites}")
+            sites = [s for s in sites if s in set(self.sites)]
+        if len(sites) < 2:
+            raise ValueError(f"feature-level fitting needs SAE codes for at least 2 sites, got {sites}")
+        names, node_site, kinds, featidx, blocks, col_node, node_cols = [], [], [], [], [], [], []
+        start = 0
+        for s in sites:
+            c = feats[s]
+            check_finite(s, c)
+            for p in range(c.shape[1]):
+                names.append(feature_node(s, p))
+                node_site.append(s)
+                kinds.append("feature")
+                featidx.append(p)
+                node_cols.append(np.array([start + p]))
+            blocks.append(sp.csc_matrix(c, dtype=np.float64))
+            start += c.shape[1]
+            if self.include_errors and s in feats.errors:
+                e = feats.errors[s]
+                check_finite(s, e)
+                names.append(error_node(s))
+                node_site.append(s)
+                kinds.append("error")
+                featidx.append(-1)
+                node_cols.append(np.arange(start, start + e.shape[1]))
+                blocks.append(sp.csc_matrix(e.astype(np.float64)))
+                start += e.shape[1]
+        col_node = np.empty(start, dtype=np.int64)
+        for i, cols in enumerate(node_cols):
+            col_node[cols] = i
+        nodes = pd.DataFrame({"node": names, "site": node_site, "kind": kinds, "feature": featidx, "label": ""})
+        ranks = [parse_site(s).rank for s in node_site]
+        layout = _Layout(nodes, col_node, node_cols, ranks, node_site, np.array([k == "feature" for k in kinds]),
+                         "feature")
+        return layout, sp.hstack(blocks, format="csc")
+
+    def _sources_for(self, layout: _Layout, target_rank: tuple) -> np.ndarray:
+        ranks = sorted({r for r in layout.node_rank if r < target_rank})
+        if not ranks:
+            return np.array([], dtype=np.int64)
+        mode = self.predecessors
+        if mode == "auto":
+            mode = "all" if layout.kind == "component" else "adjacent"
+        keep = set(ranks) if mode == "all" else {ranks[-1]}
+        return np.array([i for i, r in enumerate(layout.node_rank) if r in keep], dtype=np.int64)
+
+    # -- fitting -----------------------------------------------------------------------------------------
+    def fit(self, X: Activations | Features, y: Any = None) -> "CircuitLasso":
+        """Fit on captured activations (component level) or SAE features (feature level); with ``y``,
+        also fit the prediction target(s). Returns ``self``; the result is ``self.circuit_``."""
+        self._validate_params()
+        t0 = time.perf_counter()
+        if isinstance(X, Features):
+            layout, design = self._layout_features(X)
+            n_rows = X.n_rows
+        elif isinstance(X, Activations):
+            layout, design = self._layout_components(X)
+            n_rows = X.n_rows
+        else:
+            raise ValueError(f"fit expects Activations or Features, got {type(X).__name__}")
+        if n_rows < 2:
+            raise ValueError(f"need at least 2 rows (samples) to fit, got {n_rows}")
+        mean, std = _std(design)
+        scale_ref = np.zeros_like(std)
+        for cols in layout.node_cols:  # a column is constant if tiny relative to its node's largest column
+            scale_ref[cols] = std[cols].max() if len(cols) else 0.0
+        alive = std > np.maximum(1e-7 * scale_ref, 1e-12)
+        if layout.kind == "feature" and self.min_target_freq > 0:
+            nnz_frac = np.asarray((design != 0).sum(axis=0)).ravel() / n_rows
+        else:
+            nnz_frac = None
+
+        # targets: group columns by target node-site so they share one predictor set
+        groups: dict[tuple, list[int]] = {}
+        skipped: dict[str, str] = {}
+        for i, cols in enumerate(layout.node_cols):
+            if not layout.is_target[i]:
+                continue
+            live = cols[alive[cols]]
+            name = layout.nodes["node"].iat[i]
+            if live.size == 0:
+                skipped[name] = "constant (never active or zero variance)"
+                continue
+            if nnz_frac is not None and nnz_frac[live].max() < self.min_target_freq:
+                skipped[name] = f"active in < {self.min_target_freq:.2%} of rows"
+                continue
+            groups.setdefault((layout.node_rank[i], layout.node_site[i]), []).extend(live.tolist())
+
+        y_info = self._prepare_y(y, n_rows) if y is not None else None
+        t_design = time.perf_counter()
+
+        # standardised design
+        Xs, offset = self._standardise(design, mean, std, alive)
+        problems = []
+        for (rank, _site), tcols in sorted(groups.items(), key=lambda kv: kv[0][0]):
+            src_nodes = self._sources_for(layout, rank)
+            if src_nodes.size == 0:
+                continue
+            scols = np.concatenate([layout.node_cols[i] for i in src_nodes])
+            scols = scols[alive[scols]]
+            if scols.size == 0:
+                continue
+            problems.append((np.asarray(tcols), scols))
+        alphas = self._grid(Xs, offset, problems, y_info, n_rows, design, mean, std)
+
+        solver = get_solver(self.solver)
+        n_cols = design.shape[1]
+        n_alpha = len(alphas)
+        fixed = self.alpha is not None or n_alpha == 1
+        per_target = not fixed and self.selection in ("bic", "ebic")
+        coef_parts: list[list[sp.coo_matrix]] = [[] for _ in range(n_alpha)]
+        chosen_parts: list[sp.coo_matrix] = []
+        target_alpha = np.full(n_cols, np.nan)
+        n_targets_fit = 0
+        bar = tqdm(problems, desc="CircuitLasso", unit="block", disable=not self.progress or len(problems) < 2)
+        for tcols, scols in bar:
+            Xp = Xs[:, scols]
+            Yp = self._target_block(design, tcols, mean, std)
+            off = None if offset is None else offset[scols]
+            res: PathResult = solver.path(Xp, Yp, alphas, offset=off, tol=self.tol, max_iter=self.max_iter,
+                                          n_jobs=self.n_jobs)
+            for k in range(n_alpha):
+                c = res.coefs[k].tocoo()
+                coef_parts[k].append(sp.coo_matrix((c.data, (tcols[c.row], scols[c.col])), shape=(n_cols, n_cols)))
+            if per_target:
+                k_sel = self._select_per_target(Xp, off, Yp, res, n_rows)
+                rows = [res.coefs[k_sel[j]].getrow(j).tocoo() for j in range(len(tcols))]
+                for j, r in enumerate(rows):
+                    chosen_parts.append(sp.coo_matrix((r.data, (np.full(r.nnz, tcols[j]), scols[r.col])),
+                                                      shape=(n_cols, n_cols)))
+                target_alpha[tcols] = alphas[k_sel]
+            n_targets_fit += len(tcols)
+        t_fit = time.perf_counter()
+
+        coefs = [sp.csr_matrix(sum(parts)) if parts else sp.csr_matrix((n_cols, n_cols)) for parts in coef_parts]
+        y_nodes, y_coefs, y_sel = [], None, None
+        if y_info is not None:
+            y_nodes, y_coefs, y_sel = self._fit_y(Xs, offset, alive, y_info, alphas, n_rows, per_target)
+
+        # node-level edges along the path
+        nodes = layout.nodes
+        if y_nodes:
+            extra = pd.DataFrame({"node": y_nodes, "site": "", "kind": "target", "feature": -1, "label": y_nodes})
+            nodes = pd.concat([nodes, extra], ignore_index=True)
+        path_frames = []
+        for k, a in enumerate(alphas):
+            e = self._node_edges(layout, coefs[k], y_nodes, None if y_coefs is None else y_coefs[k])
+            e.insert(0, "alpha", float(a))
+            path_frames.append(e)
+        path = pd.concat(path_frames, ignore_index=True)
+        n_edges_path = np.array([len(f) for f in path_frames])
+
+        if fixed:
+            k_best = 0
+        elif self.selection == "n_edges":
+            k_best = int(np.argmin(np.abs(n_edges_path - self.n_edges)))
+        else:
+            k_best = None
+        self.alphas_ = np.asarray(alphas)
+        self.n_edges_path_ = n_edges_path
+        if k_best is not None:
+            self.alpha_ = float(alphas[k_best])
+            self.coef_ = coefs[k_best]
+            self.y_coef_ = None if y_coefs is None else y_coefs[k_best]
+            edges = path[path["alpha"] == float(alphas[k_best])].drop(columns="alpha")
+        else:
+            self.coef_ = sp.csr_matrix(sum(chosen_parts)) if chosen_parts else sp.csr_matrix((n_cols, n_cols))
+            self.y_coef_ = y_sel
+            has_edges = np.asarray(self.coef_.getnnz(axis=1) > 0)
+            live_alpha = target_alpha[np.isfinite(target_alpha) & has_edges]
+            self.alpha_ = float(np.median(live_alpha)) if live_alpha.size else float(alphas[-1])
+            edges = self._node_edges(layout, self.coef_, y_nodes, y_sel)
+        self.target_alpha_ = target_alpha
+        self.columns_ = pd.DataFrame({"node": nodes["node"].to_numpy()[layout.col_node],
+                                      "site": np.asarray(layout.node_site)[layout.col_node], "alive": alive})
+        self.skipped_targets_ = pd.DataFrame({"node": list(skipped), "reason": list(skipped.values())})
+        self.n_targets_ = n_targets_fit
+        self.solver_ = self.solver
+        self.timing_ = {"design": t_design - t0, "fit": t_fit - t_design, "total": time.perf_counter() - t0}
+        if len(skipped):
+            logger.info("CircuitLasso skipped %d target nodes (see skipped_targets_)", len(skipped))
+        meta = {
+            "method": "circuitlasso",
+            "level": layout.kind,
+            "alpha": self.alpha_,
+            "selection": "fixed" if fixed else self.selection,
+            "edge_score": self.edge_score,
+            "standardize": self.standardize,
+            "predecessors": self.predecessors,
+            "solver": self.solver,
+            "n_rows": int(n_rows),
+            "seconds": self.timing_["total"],
+            "skipped_targets": len(skipped),
+            "path_alphas": [float(a) for a in alphas],
+            "provenance": {k: v for k, v in X.meta.items() if k in ("model", "input_hash", "positions", "aggregate",
+                                                                    "sae_ids")},
+        }
+        self.circuit_ = Circuit(nodes, edges, path, meta)
+        return self
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _select_per_target(self, Xp, offset, Yp: np.ndarray, res: PathResult, n_rows: int) -> np.ndarray:
+        """Per-target (E)BIC on *relaxed* residuals: the RSS of an OLS refit on each Lasso support, so the
+        Lasso's shrinkage does not make every smaller alpha look better. Returns the chosen grid index per
+        target (ties go to the sparser model)."""
+        n_alpha, n_t = len(res.alphas), Yp.shape[1]
+        logn = math.log(n_rows)
+        pen = logn + (2 * self.ebic_gamma * math.log(max(Xp.shape[1], 2)) if self.selection == "ebic" else 0.0)
+        chosen = np.zeros(n_t, dtype=np.int64)
+        rows_by_alpha = [c.tolil().rows for c in res.coefs]
+        for j in range(n_t):
+            y = Yp[:, j]
+            tss = float(y @ y)
+            best, best_k, seen = np.inf, 0, {}
+            for k in range(n_alpha):
+                support = tuple(rows_by_alpha[k][j])
+                if support not in seen:
+                    seen[support] = _relaxed_rss(Xp, offset, y, list(support), tss)
+                rss = seen[support]
+                crit = n_rows * math.log(max(rss / n_rows, 1e-12)) + len(support) * pen
+                if crit < best - 1e-9:
+                    best, best_k = crit, k
+            chosen[j] = best_k
+        return chosen
+
+    def _standardise(self, design, mean, std, alive):
+        scale = np.where(alive, std, 1.0) if self.standardize else np.ones_like(std)
+        if sp.issparse(design):
+            Xs = sp.csc_matrix(design @ sp.diags(1.0 / scale))
+            offset = mean / scale
+            return Xs, offset
+        Xs = (design - mean) / scale
+        return Xs, None
+
+    def _target_block(self, design, tcols, mean, std) -> np.ndarray:
+        Y = design[:, tcols]
+        Y = Y.toarray() if sp.issparse(Y) else np.asarray(Y)
+        Y = Y - mean[tcols]
+        if self.standardize:
+            Y = Y / std[tcols]
+        return np.asfortranarray(Y)
+
+    def _grid(self, Xs, offset, problems, y_info, n_rows, design, mean, std) -> np.ndarray:
+        if self.alpha is not None:
+            return np.array([float(self.alpha)])
+        if self.alphas is not None:
+            return np.sort(np.asarray(self.alphas, dtype=float))[::-1]
+        amax = 0.0
+        for tcols, scols in problems:
+            Xp = Xs[:, scols]
+            Y = self._target_block(design, tcols, mean, std)
+            corr = Xp.T @ Y
+            if offset is not None:
+                corr = corr - np.outer(offset[scols], Y.sum(axis=0))
+            amax = max(amax, float(np.abs(corr).max()) / n_rows)
+        if y_info is not None:
+            amax = max(amax, y_info["alpha_max"](Xs, offset))
+        if amax <= 0:
+            amax = 1.0
+        return amax * np.geomspace(1.0, self.alpha_min_ratio, self.n_alphas)
+
+    def _node_edges(self, layout: _Layout, coef: sp.csr_matrix, y_nodes, y_coef) -> pd.DataFrame:
+        names = layout.nodes["node"].to_numpy()
+        c = coef.tocoo()
+        frames = []
+        if c.nnz:
+            df = pd.DataFrame({"t": layout.col_node[c.row], "s": layout.col_node[c.col], "v": c.data})
+            frames.append(df)
+        if y_coef is not None and y_coef.nnz:
+            yc = y_coef.tocoo()
+            frames.append(pd.DataFrame({"t": len(names) + yc.row, "s": layout.col_node[yc.col], "v": yc.data}))
+        if not frames:
+            return pd.DataFrame({"source": [], "target": [], "weight": [], "score": []})
+        df = pd.concat(frames, ignore_index=True)
+        all_names = np.concatenate([names, np.asarray(y_nodes, dtype=object)]) if y_nodes else names
+        width = np.array([len(c) for c in layout.node_cols] + [1] * len(y_nodes))
+        g = df.groupby(["t", "s"], sort=False)["v"]
+        if self.edge_score == "fro":
+            block = np.sqrt(g.apply(lambda v: float(np.sum(np.square(v)))))
+        else:
+            block = g.apply(lambda v: float(np.max(np.abs(v))))
+        first = g.first()
+        t_idx = block.index.get_level_values(0).to_numpy()
+        s_idx = block.index.get_level_values(1).to_numpy()
+        single = (width[t_idx] == 1) & (width[s_idx] == 1)
+        weight = np.where(single, first.to_numpy(), block.to_numpy())
+        return pd.DataFrame({"source": all_names[s_idx], "target": all_names[t_idx], "weight": weight,
+                             "score": np.abs(weight)})
+
+    # -- prediction targets ----------------------------------------------------------------------------------
+    def _prepare_y(self, y: Any, n_rows: int) -> dict:
+        names: list[str]
+        if isinstance(y, pd.Series):
+            names, Y = [f"y:{y.name}" if y.name is not None else "y"], y.to_numpy()[:, None]
+        elif isinstance(y, pd.DataFrame):
+            names, Y = [f"y:{c}" for c in y.columns], y.to_numpy()
+        else:
+            Y = np.asarray(y)
+            if Y.ndim == 1:
+                names, Y = ["y"], Y[:, None]
+            elif Y.ndim == 2:
+                names = ["y"] if Y.shape[1] == 1 else [f"y:{j}" for j in range(Y.shape[1])]
+            else:
+                raise ValueError(f"y must be 1-D or 2-D, got shape {Y.shape}")
+        if Y.shape[0] != n_rows:
+            raise ValueError(f"y has {Y.shape[0]} rows but the data have {n_rows}")
+        kind = self.y_kind
+        if kind == "auto":
+            kind = "logistic" if (Y.dtype.kind in "biuO" or Y.dtype == bool) else "linear"
+        if kind == "linear":
+            Yf = Y.astype(np.float64)
+            if not np.all(np.isfinite(Yf)):
+                raise ValueError("y holds NaN or inf")
+            return {"kind": "linear", "names": names, "Y": Yf, "alpha_max": lambda Xs, off: _ymax(Xs, off, Yf)}
+        if Y.shape[1] != 1:
+            raise ValueError("logistic prediction targets must be a single label column")
+        classes = np.unique(Y[:, 0])
+        if classes.size < 2:
+            raise ValueError(f"y has a single class {classes.tolist()}; a classifier target needs >= 2 classes")
+        if classes.size == 2:
+            Ys = [np.where(Y[:, 0] == classes[1], 1.0, -1.0)]
+            ynames = names
+        else:
+            Ys = [np.where(Y[:, 0] == c, 1.0, -1.0) for c in classes]
+            ynames = [f"{names[0]}={c}" for c in classes]
+        return {"kind": "logistic", "names": ynames, "Ys": Ys, "classes": classes,
+                "alpha_max": lambda Xs, off: max(_ymax(Xs, off, (yy[:, None] + 1) / 2) for yy in Ys)}
+
+    def _fit_y(self, Xs, offset, alive, y_info, alphas, n_rows, per_target):
+        """Fit the prediction target(s) on every live column; returns names, path coefs, selected coefs."""
+        cols = np.flatnonzero(alive)
+        Xp = Xs[:, cols]
+        n_cols = Xs.shape[1]
+        off = None if offset is None else offset[cols]
+        out = []
+
+        def lift(W: sp.spmatrix, n_y: int) -> sp.csr_matrix:
+            c = sp.coo_matrix(W)
+            return sp.csr_matrix((c.data, (c.row, cols[c.col])), shape=(n_y, n_cols))
+
+        if y_info["kind"] == "linear":
+            Y = y_info["Y"]
+            sd = Y.std(0)
+            Y = np.asfortranarray((Y - Y.mean(0)) / np.where(sd > 0, sd, 1.0))
+            res = get_solver(self.solver).path(Xp, Y, alphas, offset=off, tol=self.tol, max_iter=self.max_iter,
+                                               n_jobs=1)
+            out = [lift(res.coefs[k], Y.shape[1]) for k in range(len(alphas))]
+            sel = None
+            if per_target:
+                k_sel = self._select_per_target(Xp, off, Y, res, n_rows)
+                sel = lift(sp.vstack([res.coefs[k_sel[j]].getrow(j) for j in range(Y.shape[1])]), Y.shape[1])
+            return y_info["names"], out, sel
+        ys = y_info["Ys"]
+        paths = [logistic_path(Xp, yy, alphas, offset=off, tol=self.tol) for yy in ys]
+        for k in range(len(alphas)):
+            out.append(lift(np.vstack([p[0][k] for p in paths]), len(ys)))
+        sel = None
+        if per_target:
+            logn = math.log(n_rows)
+            rows = []
+            for (coefs, devs) in paths:
+                crit = [d + np.count_nonzero(w) * logn for w, d in zip(coefs, devs)]
+                rows.append(coefs[int(np.argmin(crit))])
+            sel = lift(np.vstack(rows), len(ys))
+        return y_info["names"], out, sel
+
+
+def _relaxed_rss(Xp, offset, y: np.ndarray, support: list[int], tss: float) -> float:
+    """RSS of the least-squares refit of ``y`` on the ``support`` columns of the (centred) design."""
+    if not support:
+        return tss
+    if len(support) >= Xp.shape[0] - 1:
+        return 0.0
+    A = Xp[:, support]
+    A = A.toarray() if sp.issparse(A) else np.asarray(A)
+    if offset is not None:
+        A = A - offset[support]
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    r = y - A @ coef
+    return float(r @ r)
+
+
+def _ymax(Xs, offset, Y) -> float:
+    Yc = Y - Y.mean(0)
+    sd = Yc.std(0)
+    Yc = Yc / np.where(sd > 0, sd, 1.0)
+    corr = Xs.T @ Yc
+    if offset is not None:
+        corr = corr - np.outer(offset, Yc.sum(axis=0))
+    return float(np.abs(np.asarray(corr)).max()) / Xs.shape[0]
+
+
+def logistic_path(X, y: np.ndarray, alphas: np.ndarray, *, offset: np.ndarray | None = None,
+                  tol: float = 1e-6) -> tuple[list[np.ndarray], list[float]]:
+    """L1 logistic regression with intercept along ``alphas`` (warm-started).
+
+    Objective: ``mean_i log(1 + exp(-y_i (x_i w + b))) + alpha ||w||_1`` with ``y`` in {-1, +1}, solved by
+    skglm's ``SparseLogisticRegression`` (prox-Newton; celer's logistic solver has no intercept). An
+    ``offset`` (centring of sparse columns) only shifts the intercept, ``(x - o) w + b = x w + (b - o w)``,
+    so the fit uses ``X`` as is. Returns the coefficient vectors and deviances ``2 * sum(log-loss)``.
+    """
+    from skglm import SparseLogisticRegression
+
+    coefs, devs = [], []
+    clf = SparseLogisticRegression(alpha=float(alphas[0]), fit_intercept=True, tol=tol, max_iter=50,
+                                   warm_start=True)
+    labels = np.where(y > 0, 1, 0)
+    for a in alphas:
+        clf.alpha = float(a)
+        clf.fit(X, labels)
+        w = np.asarray(clf.coef_).ravel().copy()
+        margin = y * (np.asarray(X @ w).ravel() + float(np.ravel(clf.intercept_)[0]))
+        devs.append(float(2 * np.logaddexp(0.0, -margin).sum()))
+        coefs.append(w)
+    return coefs, devs

@@ -1,0 +1,230 @@
+"""SAE features: attach sae_lens SAEs to captured sites and encode them into sparse codes.
+
+An SAE is attached to a site through its TransformerLens-style ``hook_name`` (sae_lens metadata):
+
+=================================  ====================  =========================================
+sae_lens ``hook_name``             circuitkit site       note
+=================================  ====================  =========================================
+``blocks.{l}.hook_resid_pre``      ``L{l}.resid_pre``    ``blocks.0.hook_resid_pre`` is ``embed``
+``blocks.{l}.hook_resid_post``     ``L{l}.resid_post``
+``blocks.{l}.hook_attn_out``       ``L{l}.attn``
+``blocks.{l}.hook_mlp_out``        ``L{l}.MLP``
+=================================  ====================  =========================================
+
+Preprocessing: sae_lens's own ``SAE.encode`` applies what the SAE was trained with (its run-time input
+normalisation and, when ``apply_b_dec_to_input`` is set, subtracting ``b_dec``), so circuitkit feeds it
+the raw site activations and never re-implements those steps.
+
+The reconstruction error ``x - decode(encode(x))`` of each site is kept; it becomes one extra node
+``"{site}/err"`` per site when fitting (Marks et al.'s error nodes).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from jaxtyping import Float
+
+from .activations import Activations, check_finite
+from .sites import parse_site
+
+logger = logging.getLogger(__name__)
+
+_HOOK = re.compile(r"^blocks\.(?P<layer>\d+)\.(?P<hook>hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out)$")
+_HOOK_SITE = {"hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post", "hook_attn_out": "attn",
+              "hook_mlp_out": "MLP"}
+SUPPORTED_HOOKS = ("blocks.{l}.hook_resid_pre", "blocks.{l}.hook_resid_post", "blocks.{l}.hook_attn_out",
+                   "blocks.{l}.hook_mlp_out")
+
+
+def hook_to_site(hook_name: str) -> str:
+    """Map a TransformerLens-style hook name (sae_lens metadata) to a circuitkit site name."""
+    m = _HOOK.match(hook_name or "")
+    if m is None:
+        raise ValueError(f"unsupported SAE hook {hook_name!r}; supported hooks are {', '.join(SUPPORTED_HOOKS)}")
+    return f"L{m.group('layer')}.{_HOOK_SITE[m.group('hook')]}"
+
+
+def site_to_hook(site: str) -> str:
+    """Inverse of :func:`hook_to_site` (``embed`` maps to ``blocks.0.hook_resid_pre``)."""
+    p = parse_site(site)
+    if p.kind == "embed":
+        return "blocks.0.hook_resid_pre"
+    names = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post", "attn": "hook_attn_out",
+             "mlp": "hook_mlp_out"}
+    if p.kind not in names:
+        raise ValueError(f"site {site!r} has no sae_lens hook; SAEs attach to resid_pre/resid_post/attn/MLP sites")
+    return f"blocks.{p.layer}.{names[p.kind]}"
+
+
+def sae_hook_name(sae: Any) -> str:
+    meta = getattr(sae.cfg, "metadata", None)
+    name = getattr(meta, "hook_name", None) if meta is not None else None
+    if name is None:
+        name = getattr(sae.cfg, "hook_name", None)
+    if name is None:
+        raise ValueError("the SAE has no hook_name in its metadata; pass it as {site: sae}")
+    return str(name)
+
+
+def load_sae(path_or_release: str | Path, sae_id: str | None = None, *, device: str = "cpu") -> Any:
+    """Load a sae_lens SAE: from a directory saved with ``save_inference_model`` (offline), or from a
+    public release with ``SAE.from_pretrained(release, sae_id)`` (needs internet)."""
+    from sae_lens import SAE
+
+    p = Path(path_or_release)
+    if sae_id is None:
+        if not p.is_dir():
+            raise ValueError(
+                f"{path_or_release!s} is not an SAE directory; pass a directory saved with save_inference_model "
+                "or a release and sae_id, e.g. load_sae('gpt2-small-res-jb', 'blocks.8.hook_resid_pre')"
+            )
+        sae = SAE.load_from_disk(str(p), device=device)
+    else:
+        sae = SAE.from_pretrained(str(path_or_release), sae_id, device=device)
+        if isinstance(sae, tuple):  # sae_lens < 6 returned (sae, cfg, sparsity)
+            sae = sae[0]
+    sae.eval()
+    return sae
+
+
+def _attach(saes: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
+    """Normalise ``saes`` to ``{site: sae}``. Keys may be sites or hook names; a list uses each SAE's hook."""
+    out: dict[str, Any] = {}
+    items = saes.items() if isinstance(saes, Mapping) else ((None, s) for s in saes)
+    for key, sae in items:
+        if key is None:
+            site = hook_to_site(sae_hook_name(sae))
+        elif str(key).startswith("blocks."):
+            site = hook_to_site(str(key))
+        else:
+            site = str(key)
+            parse_site(site)
+        out[site] = sae
+    if not out:
+        raise ValueError("no SAEs given; pass {site: sae}, {hook_name: sae} or a list of sae_lens SAEs")
+    return out
+
+
+@dataclass
+class Features:
+    """Sparse SAE codes per site, the reconstruction errors, and the row index of the activations.
+
+    Node names: feature ``p`` of site ``s`` is ``"{s}/f{p}"``; the error node of ``s`` is ``"{s}/err"``.
+    """
+
+    codes: dict[str, sp.csr_matrix]
+    errors: dict[str, Float[np.ndarray, "rows d_in"]]
+    index: pd.DataFrame
+    tokens: list[list[str]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sites(self) -> list[str]:
+        from .sites import sort_sites
+
+        return sort_sites(self.codes)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, site: str) -> sp.csr_matrix:
+        try:
+            return self.codes[site]
+        except KeyError:
+            raise ValueError(f"no SAE codes for site {site!r}; encoded sites are {self.sites}") from None
+
+    def widths(self) -> dict[str, int]:
+        return {s: self.codes[s].shape[1] for s in self.sites}
+
+    def error_norm(self, site: str) -> np.ndarray:
+        return np.linalg.norm(self.errors[site], axis=1)
+
+    def stats(self) -> pd.DataFrame:
+        """Per-site L0 (mean active features per row), alive features and FVU of the reconstruction."""
+        rows = []
+        for s in self.sites:
+            c = self.codes[s]
+            l0 = np.diff(c.indptr).mean() if c.shape[0] else 0.0
+            alive = int((c.getnnz(axis=0) > 0).sum())
+            rows.append({"site": s, "d_sae": c.shape[1], "l0": float(l0), "alive": alive,
+                         "fvu": self.meta.get("fvu", {}).get(s, np.nan)})
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        w = ", ".join(f"{s}:{d}" for s, d in self.widths().items())
+        return f"Features(rows={self.n_rows}, sites=[{w}])"
+
+
+def encode(
+    acts: Activations,
+    saes: Mapping[str, Any] | Iterable[Any],
+    *,
+    batch_size: int = 4096,
+    keep_errors: bool = True,
+) -> Features:
+    """Encode the captured sites with their SAEs into ``scipy.sparse`` CSR codes.
+
+    ``saes`` is ``{site: sae}``, ``{hook_name: sae}`` or a list of SAEs (attached by their hook names).
+    A width mismatch between a site and its SAE, a missing site, or NaN/inf activations raise
+    ``ValueError``.
+    """
+    attached = _attach(saes)
+    codes: dict[str, sp.csr_matrix] = {}
+    errors: dict[str, np.ndarray] = {}
+    fvu: dict[str, float] = {}
+    ids: dict[str, str] = {}
+    for site, sae in attached.items():
+        if site not in acts:
+            raise ValueError(f"SAE for site {site!r} but that site was not captured; captured: {acts.sites}")
+        x_all = acts[site]
+        check_finite(site, x_all)
+        d_in = int(sae.cfg.d_in)
+        if x_all.shape[1] != d_in:
+            raise ValueError(
+                f"SAE width mismatch at site {site!r}: the site has d={x_all.shape[1]} but the SAE expects "
+                f"d_in={d_in}; pick the SAE trained on this model and hook"
+            )
+        parts, errs = [], []
+        sse = 0.0
+        dtype = next(sae.parameters()).dtype
+        device = next(sae.parameters()).device
+        with torch.no_grad():
+            for start in range(0, x_all.shape[0], batch_size):
+                x = torch.as_tensor(x_all[start : start + batch_size], dtype=dtype, device=device)
+                z = sae.encode(x)
+                xh = sae.decode(z)
+                err = (x - xh).float().cpu().numpy()
+                sse += float((err**2).sum())
+                parts.append(sp.csr_matrix(z.float().cpu().numpy()))
+                if keep_errors:
+                    errs.append(err)
+        codes[site] = sp.vstack(parts, format="csr").astype(np.float32)
+        codes[site].eliminate_zeros()
+        if keep_errors:
+            errors[site] = np.concatenate(errs).astype(np.float32)
+        centred = x_all - x_all.mean(0, keepdims=True)
+        denom = float((centred.astype(np.float64) ** 2).sum())
+        fvu[site] = sse / denom if denom > 0 else float("nan")
+        meta = getattr(sae.cfg, "metadata", None)
+        ids[site] = str(getattr(meta, "sae_id", None) or getattr(meta, "hook_name", None) or site)
+    meta = dict(acts.meta)
+    meta.update({"sae_ids": ids, "fvu": fvu})
+    return Features(codes, errors, acts.index, acts.tokens, meta)
+
+
+def reconstruction_report(acts: Activations, saes: Mapping[str, Any] | Iterable[Any]) -> pd.DataFrame:
+    """FVU, mean L0 and dead-feature fraction of each SAE on the captured data."""
+    feats = encode(acts, saes, keep_errors=False)
+    df = feats.stats()
+    df["dead_frac"] = 1 - df["alive"] / df["d_sae"]
+    return df
