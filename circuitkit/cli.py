@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(out=args.out, quick=args.quick)
+        print(run_demo(out=args.out, quick=args.quick).summary())
+        return 0
     if args.command == "bench":
         mod = _module(BENCHES[args.bench])
         if mod is None:
