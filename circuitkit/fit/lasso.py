@@ -499,16 +499,15 @@ class CircuitLasso(BaseEstimator):
         df = pd.concat(frames, ignore_index=True)
         all_names = np.concatenate([names, np.asarray(y_nodes, dtype=object)]) if y_nodes else names
         width = np.array([len(c) for c in layout.node_cols] + [1] * len(y_nodes))
-        g = df.groupby(["t", "s"], sort=False)["v"]
-        if self.edge_score == "fro":
-            block = np.sqrt(g.apply(lambda v: float(np.sum(np.square(v)))))
-        else:
-            block = g.apply(lambda v: float(np.max(np.abs(v))))
-        first = g.first()
-        t_idx = block.index.get_level_values(0).to_numpy()
-        s_idx = block.index.get_level_values(1).to_numpy()
+        df["a"] = np.abs(df["v"].to_numpy())
+        df["sq"] = df["v"].to_numpy() ** 2
+        g = df.groupby(["t", "s"], sort=False)
+        agg = g.agg(first=("v", "first"), sq=("sq", "sum"), mx=("a", "max"))
+        block = np.sqrt(agg["sq"].to_numpy()) if self.edge_score == "fro" else agg["mx"].to_numpy()
+        t_idx = agg.index.get_level_values(0).to_numpy()
+        s_idx = agg.index.get_level_values(1).to_numpy()
         single = (width[t_idx] == 1) & (width[s_idx] == 1)
-        weight = np.where(single, first.to_numpy(), block.to_numpy())
+        weight = np.where(single, agg["first"].to_numpy(), block)
         return pd.DataFrame({"source": all_names[s_idx], "target": all_names[t_idx], "weight": weight,
                              "score": np.abs(weight)})
 
@@ -591,18 +590,28 @@ class CircuitLasso(BaseEstimator):
 
 
 def _relaxed_rss(Xp, offset, y: np.ndarray, support: list[int], tss: float) -> float:
-    """RSS of the least-squares refit of ``y`` on the ``support`` columns of the (centred) design."""
+    """RSS of the least-squares refit of ``y`` (centred) on the ``support`` columns of the centred design.
+
+    Uses the normal equations on the support: ``RSS = y'y - b' G^+ b`` with ``G = A'A`` and ``b = A'y``;
+    for sparse columns the centring enters as ``G = X_S'X_S - n o o'`` and ``b = X_S'y`` (``sum(y) = 0``)."""
     if not support:
         return tss
-    if len(support) >= Xp.shape[0] - 1:
+    n = Xp.shape[0]
+    if len(support) >= n - 1:
         return 0.0
     A = Xp[:, support]
-    A = A.toarray() if sp.issparse(A) else np.asarray(A)
-    if offset is not None:
-        A = A - offset[support]
-    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-    r = y - A @ coef
-    return float(r @ r)
+    if sp.issparse(A):
+        G = (A.T @ A).toarray()
+        b = np.asarray(A.T @ y).ravel()
+        if offset is not None:
+            o = offset[support]
+            G = G - n * np.outer(o, o)
+    else:
+        A = np.asarray(A)
+        G = A.T @ A
+        b = A.T @ y
+    coef = np.linalg.lstsq(G, b, rcond=None)[0]
+    return float(max(tss - b @ coef, 0.0))
 
 
 def _ymax(Xs, offset, Y) -> float:

@@ -1,0 +1,62 @@
+"""Capture on Tracr models equals a plain forward pass, and component-level CircuitLasso ranks the compiled
+programs' true edges above the false ones."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import circuitkit as ck
+from circuitkit.models.tracr import load_tracr_task
+from circuitkit.sites import parse_site
+
+TASKS = ["dyck1", "detect_abc", "count_less_freq"]
+
+
+def token_ids(task, inputs):
+    return [task.encode([x])[0].tolist() for x in inputs]
+
+
+def candidates(sites):
+    return [(u, v) for i, u in enumerate(sites) for v in sites[i + 1:] if parse_site(u).rank < parse_site(v).rank]
+
+
+def test_capture_on_tracr_equals_plain_forward():
+    task = load_tracr_task("dyck1")
+    inputs = task.sample_inputs(20, seed=1, length=6)
+    ids = task.encode(inputs)
+    heads = [s for s in task.sites if parse_site(s).kind == "head"]
+    layers = sorted({parse_site(s).layer for s in heads})
+    sites = task.sites + [f"L{layer}.attn" for layer in layers] + [f"L{layer}.resid_post" for layer in range(task.model.n_layers)]
+    acts = ck.capture(task.model, ids, sites=sites, progress=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(acts["out"], task.model(ids).reshape(len(acts.index), -1).numpy(), atol=1e-5)
+        final = task.model.residual(ids).reshape(len(acts.index), -1).numpy()
+    np.testing.assert_allclose(acts[f"L{task.model.n_layers - 1}.resid_post"], final, atol=1e-5)
+    for layer in layers:
+        all_heads = sum(acts[f"L{layer}.H{h}"] for h in range(task.model.n_heads) if f"L{layer}.H{h}" in acts)
+        others = [f"L{layer}.H{h}" for h in range(task.model.n_heads) if f"L{layer}.H{h}" not in task.sites]
+        if not others:  # every head is a real component: heads sum to the attention output
+            np.testing.assert_allclose(all_heads, acts[f"L{layer}.attn"], atol=1e-5)
+    # the residual is the sum of every component's write (embed + heads + MLPs): Tracr has no norms
+    comps = [s for s in task.sites if s != "out"]
+    total = sum(acts[s] for s in comps)
+    empties = np.abs(final - total).max()
+    assert empties < 1e-4, "dropped (all-zero) components must write nothing"
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_circuitlasso_ranks_true_edges_above_false_ones(name):
+    task = load_tracr_task(name)
+    acts = ck.capture(task.model, token_ids(task, task.sample_inputs(400, seed=0)), sites=task.sites,
+                      progress=False)
+    circuit = ck.CircuitLasso(progress=False).fit(acts).circuit_
+    true = set(map(tuple, task.true_edges))
+    cands = candidates(task.sites)
+    best = circuit.path.groupby(["source", "target"])["score"].max().to_dict()  # strongest along the path
+    auroc = roc_auc_score([e in true for e in cands], [best.get(e, 0.0) for e in cands])
+    # measured on these seeds: dyck1 0.91, detect_abc 0.99, count_less_freq 0.93 (chance is 0.5)
+    assert auroc > 0.85, f"{name}: AUROC {auroc:.3f}"
+    selected = set(zip(circuit.edges["source"], circuit.edges["target"]))
+    recall = len(selected & true) / len(true)
+    assert recall >= 0.9, f"{name}: the selected circuit recovers only {recall:.0%} of the true edges"
