@@ -22,7 +22,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-TRACR_TASK = "frac_prevs"
+TRACR_TASK = "dyck1"
 
 
 @dataclass
@@ -108,7 +108,7 @@ def run_demo(*, out: str | Path = "outputs/demo", quick: bool = False) -> DemoRe
     task = load_tracr_task(TRACR_TASK)
     inputs = task.sample_inputs(200 if quick else 600, seed=0)
     t = time.perf_counter()
-    tacts = capture(task.model, task.encode(inputs), sites=task.sites, positions="all", batch_size=128)
+    tacts = capture(task.model, task.token_ids(inputs), sites=task.sites, positions="all", batch_size=128)
     tracr_est = CircuitLasso().fit(tacts)
     seconds["tracr"] = time.perf_counter() - t
     metrics = edge_metrics(tracr_est.circuit_, task.true_edges, sites=task.sites)

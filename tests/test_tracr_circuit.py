@@ -13,9 +13,6 @@ from circuitkit.sites import parse_site
 TASKS = ["dyck1", "detect_abc", "count_less_freq"]
 
 
-def token_ids(task, inputs):
-    return [task.encode([x])[0].tolist() for x in inputs]
-
 
 def candidates(sites):
     return [(u, v) for i, u in enumerate(sites) for v in sites[i + 1:] if parse_site(u).rank < parse_site(v).rank]
@@ -24,7 +21,7 @@ def candidates(sites):
 def test_capture_on_tracr_equals_plain_forward():
     task = load_tracr_task("dyck1")
     inputs = task.sample_inputs(20, seed=1, length=6)
-    ids = task.encode(inputs)
+    ids = task.encode(inputs)  # equal lengths: one [batch, pos] tensor
     heads = [s for s in task.sites if parse_site(s).kind == "head"]
     layers = sorted({parse_site(s).layer for s in heads})
     sites = task.sites + [f"L{layer}.attn" for layer in layers] + [f"L{layer}.resid_post" for layer in range(task.model.n_layers)]
@@ -48,7 +45,7 @@ def test_capture_on_tracr_equals_plain_forward():
 @pytest.mark.parametrize("name", TASKS)
 def test_circuitlasso_ranks_true_edges_above_false_ones(name):
     task = load_tracr_task(name)
-    acts = ck.capture(task.model, token_ids(task, task.sample_inputs(400, seed=0)), sites=task.sites,
+    acts = ck.capture(task.model, task.token_ids(task.sample_inputs(400, seed=0)), sites=task.sites,
                       progress=False)
     circuit = ck.CircuitLasso(progress=False).fit(acts).circuit_
     true = set(map(tuple, task.true_edges))
