@@ -45,6 +45,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from .._compat import nnsight_save_unmounted
 from ..activations import Activations, check_finite
 from ..circuit import Circuit, error_node, feature_node
 from ..sae import Features
@@ -641,7 +642,8 @@ def logistic_path(X, y: np.ndarray, alphas: np.ndarray, *, offset: np.ndarray | 
     labels = np.where(y > 0, 1, 0)
     for a in alphas:
         clf.alpha = float(a)
-        clf.fit(X, labels)
+        with nnsight_save_unmounted():  # skglm compiles numba jitclasses, which nnsight's mount breaks
+            clf.fit(X, labels)
         w = np.asarray(clf.coef_).ravel().copy()
         margin = y * (np.asarray(X @ w).ravel() + float(np.ravel(clf.intercept_)[0]))
         devs.append(float(2 * np.logaddexp(0.0, -margin).sum()))

@@ -1,0 +1,57 @@
+"""Circuit-discovery methods behind one registry, so benchmarks and notebooks pick them by name.
+
+Every method has the signature ``method(model, clean, corrupt, *, sites=None, output_kind=..., **params)
+-> Circuit`` (``clean``/``corrupt``: ``[batch, pos]`` token ids or lists of such batches, paired row by
+row; observational methods ignore ``corrupt``). Registered names:
+
+* ``"circuitlasso"``: :func:`circuitkit.baselines.eap.circuitlasso` (capture + CircuitLasso);
+* ``"eap"``: edge attribution patching;
+* ``"eap-ig"``: EAP with integrated gradients (``steps=``);
+* ``"patching"``: exact edge activation patching (the reference EAP approximates).
+
+Add one with :func:`register_method`. The modules are imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+_BUILTIN = {
+    "circuitlasso": ("circuitkit.baselines.eap", "circuitlasso"),
+    "eap": ("circuitkit.baselines.eap", "eap"),
+    "eap-ig": ("circuitkit.baselines.eap", "eap_ig"),
+    "patching": ("circuitkit.baselines.eap", "activation_patching"),
+}
+_CUSTOM: dict[str, Callable[..., Any]] = {}
+
+
+def register_method(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Register a discovery method under ``name`` (replaces an earlier one of that name)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"method names are non-empty strings, got {name!r}")
+    _CUSTOM[name] = fn
+    return fn
+
+
+def available_methods() -> list[str]:
+    return sorted(set(_BUILTIN) | set(_CUSTOM))
+
+
+def get_method(name: str) -> Callable[..., Any]:
+    """The discovery function registered as ``name``; ``ValueError`` listing the valid names otherwise."""
+    if name in _CUSTOM:
+        return _CUSTOM[name]
+    if name in _BUILTIN:
+        module, attr = _BUILTIN[name]
+        return getattr(importlib.import_module(module), attr)
+    raise ValueError(f"unknown discovery method {name!r}; valid methods are {available_methods()}")
+
+
+def discover(method: str, model: Any, clean: Any, corrupt: Any = None, **params: Any):
+    """Run the method registered as ``method`` and return its :class:`~circuitkit.circuit.Circuit`."""
+    return get_method(method)(model, clean, corrupt, **params)
+
+
+__all__ = ["available_methods", "discover", "get_method", "register_method"]
