@@ -51,6 +51,10 @@ class ArchSpec:
         when that differs from the attention module's output (e.g. a post-attention norm).
     mlp: path (relative to a block) of the MLP; ``mlp_out`` likewise for a post-MLP norm.
     lm_head: path of the module whose output is ``out`` (logits).
+    head_transform: optional ``f(adapter, layer, heads) -> heads`` applied to the per-head outputs
+        ``[rows, head, d_model]`` computed from ``o_proj``'s input, for architectures whose attention
+        contribution is not ``o_proj``'s output (Gemma-2: a post-attention RMSNorm; see
+        :mod:`circuitkit.models.archs`).
     """
 
     name: str
@@ -67,6 +71,7 @@ class ArchSpec:
     n_layers_attr: str = "n_layer"
     n_heads_attr: str = "n_head"
     matches: Callable[[Any], bool] | None = field(default=None, compare=False)
+    head_transform: Callable[[Any, int, Tensor], Tensor] | None = field(default=None, compare=False)
     notes: str = ""
 
 
@@ -225,6 +230,8 @@ class Adapter:
         bias = getattr(proj, "bias", None)
         if bias is not None:
             heads = heads + bias.detach() / n_heads
+        if spec.head_transform is not None:
+            heads = spec.head_transform(self, layer, heads)
         return heads
 
     def finalize(self, raw: dict[tuple[str, int | None], Tensor], sites: list[str]) -> dict[str, Tensor]:
@@ -266,6 +273,8 @@ def get_adapter(model: Any) -> Adapter:
 
     Raises ``ValueError`` listing the supported architectures (and how to add one) otherwise.
     """
+    from . import archs  # noqa: F401  (registers GPT-NeoX, Llama-family and Gemma specs; lazy)
+
     module = _underlying(model)
     config = getattr(module, "config", None)
     model_type = getattr(config, "model_type", None)

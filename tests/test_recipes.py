@@ -1,0 +1,151 @@
+"""Recipes: config validation, hub-recipe argument plumbing (mocked), and the offline recipe end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from circuitkit import capturing, recipes, saelens_catalogue
+from circuitkit.recipes import DataConfig, RecipeConfig, available_recipes, load_recipe
+
+
+def test_shipped_recipes_validate_and_round_trip():
+    names = available_recipes()
+    assert {"toylm-ioi", "gpt2-cola", "pythia70m-bios"} <= set(names)
+    for name in names:
+        cfg = load_recipe(name)
+        assert cfg.name == name
+        again = RecipeConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+        assert again == cfg
+    assert not load_recipe("toylm-ioi").needs_internet and load_recipe("gpt2-cola").needs_internet
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"sae_source": "hub"}, "sae_source"),
+        ({"positions": "first"}, "positions"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"dtype": "bf16"}, "dtype"),
+        ({"lasso": {"alpah": 0.1}}, "alpah"),
+        ({"bogus": 1}, "bogus"),
+        ({"sae_source": "release", "sae_release": None}, "sae_release"),
+        ({"remote": True}, "remote"),
+        ({"data": {"source": "templates", "name": "cola"}}, "template task"),
+    ],
+)
+def test_bad_configs_are_clear_errors(change, match):
+    doc = load_recipe("toylm-ioi").to_dict()
+    doc.update(change)
+    with pytest.raises(ValueError, match=match):
+        RecipeConfig.from_dict(doc)
+
+
+def test_load_recipe_from_path_and_unknown_name(tmp_path):
+    path = tmp_path / "mine.json"
+    doc = load_recipe("toylm-ioi").to_dict()
+    doc["name"] = "mine"
+    path.write_text(json.dumps(doc))
+    assert load_recipe(path).name == "mine"
+    with pytest.raises(ValueError, match="shipped recipes"):
+        load_recipe("gpt3-cola")
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def mocked_hub(monkeypatch):
+    """Replace the network-touching steps and record what they receive."""
+    seen: dict = {}
+
+    def fake_dataset(name, config, split):
+        seen["dataset"] = (name, config, split)
+        if name == "LabHC/bias_in_bios":
+            return pd.DataFrame({"hard_text": [f"bio {i}" for i in range(12)],
+                                 "profession": [21, 13, 5] * 4, "gender": [0, 1, 0] * 4})
+        return pd.DataFrame({"sentence": [f"sentence {i} ." for i in range(10)], "label": [1, 0] * 5})
+
+    def fake_load_model(model, **kwargs):
+        seen["load_model"] = (model, kwargs)
+        return "LM"
+
+    def fake_release_saes(release, sae_ids, **kwargs):
+        seen["release_saes"] = (release, list(sae_ids), kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(recipes, "_load_hf_dataset", fake_dataset)
+    monkeypatch.setattr(capturing, "load_model", fake_load_model)
+    monkeypatch.setattr(saelens_catalogue, "release_saes", fake_release_saes)
+    return seen
+
+
+def test_gpt2_cola_plumbing(mocked_hub, tmp_path):
+    cfg = load_recipe("gpt2-cola")
+    with pytest.raises(_Stop):
+        recipes.run_recipe(cfg, out=tmp_path)
+    assert mocked_hub["dataset"] == ("nyu-mll/glue", "cola", "train")
+    model, kwargs = mocked_hub["load_model"]
+    assert model == "gpt2"
+    assert kwargs == {"dtype": "float32", "device": None, "device_map": None, "remote": False}
+    release, ids, kw = mocked_hub["release_saes"]
+    assert release == "gpt2-small-resid-post-v5-32k" and len(ids) == 12 and kw == {"model": "LM"}
+    table = saelens_catalogue.catalogue_table(releases=[release]).set_index("sae_id")
+    assert table.loc[ids, "supported"].all()  # every SAE the recipe asks for maps to a site
+    assert json.loads((tmp_path / "config.json").read_text())["name"] == "gpt2-cola"
+
+
+def test_large_model_options_reach_load_model(mocked_hub, tmp_path):
+    doc = load_recipe("pythia70m-bios").to_dict()
+    doc.update(dtype="bfloat16", device_map="auto", remote=True, batch_size=4)
+    cfg = RecipeConfig.from_dict(doc)
+    with pytest.raises(_Stop):
+        recipes.run_recipe(cfg, out=tmp_path)
+    model, kwargs = mocked_hub["load_model"]
+    assert model == "EleutherAI/pythia-70m-deduped"
+    assert kwargs == {"dtype": "bfloat16", "device": None, "device_map": "auto", "remote": True}
+    release, ids, _ = mocked_hub["release_saes"]
+    assert release == "pythia-70m-deduped-res-sm" and ids[0] == "blocks.0.hook_resid_pre"
+    table = saelens_catalogue.catalogue_table(releases=[release]).set_index("sae_id")
+    assert table.loc[ids, "supported"].all()
+
+
+def test_bios_prompts_are_filtered_and_labelled(mocked_hub):
+    cfg = load_recipe("pythia70m-bios")
+    prompts, labels = recipes.load_prompts(cfg.data)
+    assert len(prompts) == 8  # profession 5 filtered out
+    assert set(labels) == {"professor", "nurse"}
+    assert mocked_hub["dataset"] == ("LabHC/bias_in_bios", None, "train")
+
+
+def test_templates_data_source():
+    prompts, labels = recipes.load_prompts(DataConfig(source="templates", name="ioi", n=6, seed=1))
+    assert len(prompts) == 6 and labels is None and all(isinstance(p, str) for p in prompts)
+
+
+def test_toylm_ioi_runs_end_to_end_through_the_cli(tmp_path):
+    from circuitkit.circuit import Circuit
+    from circuitkit.cli import main
+    from circuitkit.models.toylm import list_toy_saes
+
+    cfg = load_recipe("toylm-ioi")
+    assert set(cfg.sae_ids) <= set(list_toy_saes()), "the toy LM's SAEs must be built (scripts/build_saes.py)"
+    out = tmp_path / "run"
+    assert main(["run", "toylm-ioi", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_prompts"] == cfg.data.n and summary["n_rows"] == cfg.data.n  # positions="last"
+    assert summary["sites"] == ["L0.resid_pre", "L1.resid_post", "L3.resid_post"]
+    circuit = Circuit.load(out / "circuit.json")
+    edges = pd.read_csv(out / "edges.csv")
+    assert list(edges.columns[:4]) == ["source", "target", "weight", "score"]
+    assert len(edges) == circuit.n_edges == summary["n_edges"] > 0
+    src_site = edges["source"].str.split("/").str[0]
+    dst_site = edges["target"].str.split("/").str[0]
+    order = {s: i for i, s in enumerate(summary["sites"])}
+    # feature level, adjacent predecessors: every edge goes from one encoded site to the next
+    assert np.all(dst_site.map(order) - src_site.map(order) == 1)
+    assert (edges["score"] >= 0).all()
