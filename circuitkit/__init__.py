@@ -30,6 +30,12 @@ _LAZY = {
     "plot_circuit": ("circuitkit.viz.figure", "plot_circuit"),
     "export_html": ("circuitkit.viz.figure", "export_html"),
     "edge_metrics": ("circuitkit.evaluate", "edge_metrics"),
+    "discover": ("circuitkit.baselines", "discover"),
+    "CircuitExplorer": ("circuitkit.viz.explorer", "CircuitExplorer"),
+    "label_circuit": ("circuitkit.labels", "label_circuit"),
+    "feature_evidence": ("circuitkit.labels", "feature_evidence"),
+    "catalogue_table": ("circuitkit.saelens_catalogue", "catalogue_table"),
+    "load_release_sae": ("circuitkit.saelens_catalogue", "load_release_sae"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

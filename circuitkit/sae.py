@@ -183,6 +183,8 @@ def encode(
     errors: dict[str, np.ndarray] = {}
     fvu: dict[str, float] = {}
     ids: dict[str, str] = {}
+    releases: dict[str, str | None] = {}
+    np_ids: dict[str, str | None] = {}
     for site, sae in attached.items():
         if site not in acts:
             raise ValueError(f"SAE for site {site!r} but that site was not captured; captured: {acts.sites}")
@@ -217,8 +219,10 @@ def encode(
         fvu[site] = sse / denom if denom > 0 else float("nan")
         meta = getattr(sae.cfg, "metadata", None)
         ids[site] = str(getattr(meta, "sae_id", None) or getattr(meta, "hook_name", None) or site)
+        releases[site] = getattr(meta, "release", None)
+        np_ids[site] = getattr(meta, "neuronpedia_id", None)
     meta = dict(acts.meta)
-    meta.update({"sae_ids": ids, "fvu": fvu})
+    meta.update({"sae_ids": ids, "sae_releases": releases, "neuronpedia_ids": np_ids, "fvu": fvu})
     return Features(codes, errors, acts.index, acts.tokens, meta)
 
 

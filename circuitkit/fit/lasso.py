@@ -419,7 +419,7 @@ class CircuitLasso(BaseEstimator):
             "skipped_targets": len(skipped),
             "path_alphas": [float(a) for a in alphas],
             "provenance": {k: v for k, v in X.meta.items() if k in ("model", "input_hash", "positions", "aggregate",
-                                                                    "sae_ids")},
+                                                                    "sae_ids", "sae_releases", "neuronpedia_ids")},
         }
         self.circuit_ = Circuit(nodes, edges, path, meta)
         return self
