@@ -164,3 +164,15 @@ def test_single_class_target_is_refused():
     feats, _ = planted_features(n=100, d=8)
     with pytest.raises(ValueError, match="single class"):
         CircuitLasso(progress=False).fit(feats, np.ones(100, dtype=int))
+
+
+def test_single_site_with_prediction_target():
+    feats, _ = planted_features(n=300, d=10)
+    one = Features({"L0.resid_post": feats["L0.resid_post"]}, {}, feats.index)
+    z = one["L0.resid_post"].toarray()
+    y = 2.0 * z[:, 1] - z[:, 4] + 0.01 * np.random.default_rng(0).normal(size=300)
+    est = CircuitLasso(progress=False).fit(one, y)
+    got = set(est.circuit_.edges["source"])
+    assert got == {"L0.resid_post/f1", "L0.resid_post/f4"}
+    with pytest.raises(ValueError, match="at least 2 sites"):
+        CircuitLasso(progress=False).fit(one)

@@ -194,7 +194,7 @@ class CircuitLasso(BaseEstimator):
         get_solver(self.solver)
 
     # -- design ----------------------------------------------------------------------------------------
-    def _layout_components(self, acts: Activations) -> tuple[_Layout, Any]:
+    def _layout_components(self, acts: Activations, *, has_y: bool = False) -> tuple[_Layout, Any]:
         if self.sites is not None:
             sites = [s for s in acts.sites if s in set(self.sites)]
             missing = set(self.sites) - set(acts.sites)
@@ -204,8 +204,9 @@ class CircuitLasso(BaseEstimator):
             sites = [s for s in acts.sites if parse_site(s).kind in COMPONENT_KINDS]
             if len(sites) < 2:
                 sites = acts.sites
-        if len(sites) < 2:
-            raise ValueError(f"component-level fitting needs at least 2 sites, got {sites}")
+        if len(sites) < (1 if has_y else 2):
+            raise ValueError(f"component-level fitting needs at least 2 sites (1 with a prediction target y), "
+                             f"got {sites}")
         blocks, col_node, node_cols, start = [], [], [], 0
         for i, s in enumerate(sites):
             a = acts[s]
@@ -219,15 +220,16 @@ class CircuitLasso(BaseEstimator):
                          np.array([parse_site(s).kind != "embed" for s in sites]), "component")
         return layout, np.hstack(blocks)
 
-    def _layout_features(self, feats: Features) -> tuple[_Layout, Any]:
+    def _layout_features(self, feats: Features, *, has_y: bool = False) -> tuple[_Layout, Any]:
         sites = feats.sites
         if self.sites is not None:
             missing = set(self.sites) - set(sites)
             if missing:
                 raise ValueError(f"sites {sorted(missing)} were not encoded; encoded sites are {sites}")
             sites = [s for s in sites if s in set(self.sites)]
-        if len(sites) < 2:
-            raise ValueError(f"feature-level fitting needs SAE codes for at least 2 sites, got {sites}")
+        if len(sites) < (1 if has_y else 2):
+            raise ValueError(f"feature-level fitting needs SAE codes for at least 2 sites (1 with a prediction "
+                             f"target y), got {sites}")
         names, node_site, kinds, featidx, blocks, col_node, node_cols = [], [], [], [], [], [], []
         start = 0
         for s in sites:
@@ -277,10 +279,10 @@ class CircuitLasso(BaseEstimator):
         self._validate_params()
         t0 = time.perf_counter()
         if isinstance(X, Features):
-            layout, design = self._layout_features(X)
+            layout, design = self._layout_features(X, has_y=y is not None)
             n_rows = X.n_rows
         elif isinstance(X, Activations):
-            layout, design = self._layout_components(X)
+            layout, design = self._layout_components(X, has_y=y is not None)
             n_rows = X.n_rows
         else:
             raise ValueError(f"fit expects Activations or Features, got {type(X).__name__}")
