@@ -1,0 +1,215 @@
+"""The embedded toy language model (``circuitkit-toylm``) and its sae_lens SAEs, loaded offline.
+
+``data/toylm/`` holds a 4-layer GPT-2-style ``GPT2LMHeadModel`` (d_model 128) trained on circuitkit's
+template tasks (IOI, SVA, induction, bios; see :mod:`circuitkit.datasets`) with a word-level tokenizer
+whose post-processor prepends ``<bos>``. ``data/saes/toylm/<hook>/`` holds one sae_lens SAE per residual
+stream site (``blocks.0.hook_resid_pre`` = embeddings, ``blocks.{l}.hook_resid_post`` = output of block
+``l`` *before* the final layer norm). Both are rebuilt by ``scripts/build_toylm.py`` and
+``scripts/build_saes.py``; their READMEs give the accuracies / FVU.
+
+The data root is ``$CIRCUITKIT_DATA`` if set, else ``<repo>/data``. Nothing is loaded at import.
+
+Example::
+
+    >>> from circuitkit.models.toylm import load_toy_lm, next_token_logits
+    >>> model, tok = load_toy_lm()
+    >>> logits = next_token_logits(model, tok, ["the key to the cabinets"])
+    >>> tok.convert_ids_to_tokens(int(logits.argmax(-1)))
+    'is'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+if TYPE_CHECKING:  # heavy imports stay lazy
+    import pandas as pd
+    from sae_lens import SAE
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+DATA_ENV_VAR = "CIRCUITKIT_DATA"
+MODEL_NAME = "circuitkit-toylm"
+SAE_HOOKS = (
+    "blocks.0.hook_resid_pre",
+    "blocks.0.hook_resid_post",
+    "blocks.1.hook_resid_post",
+    "blocks.2.hook_resid_post",
+    "blocks.3.hook_resid_post",
+)
+
+
+def data_root() -> Path:
+    """``$CIRCUITKIT_DATA`` if set, else ``<repo>/data``."""
+    env = os.environ.get(DATA_ENV_VAR)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "data"
+
+
+def __getattr__(name: str) -> Any:
+    # TOYLM_DIR / TOY_SAES_DIR resolve at access time, so setting CIRCUITKIT_DATA later still works.
+    if name == "TOYLM_DIR":
+        return data_root() / "toylm"
+    if name == "TOY_SAES_DIR":
+        return data_root() / "saes" / "toylm"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _toylm_dir() -> Path:
+    return data_root() / "toylm"
+
+
+def _saes_dir() -> Path:
+    return data_root() / "saes" / "toylm"
+
+
+def load_toy_lm(
+    path: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
+    """Load the toy LM and its tokenizer from ``path`` (default ``TOYLM_DIR``), offline, in eval mode.
+
+    The tokenizer prepends ``<bos>`` (post-processor); pass ``add_special_tokens=False`` to skip it.
+    """
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    p = Path(path) if path is not None else _toylm_dir()
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no toy LM at {p} (missing config.json); build it with `python scripts/build_toylm.py` "
+            f"or point ${DATA_ENV_VAR} at a data root that contains toylm/"
+        )
+    tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+    model = GPT2LMHeadModel.from_pretrained(str(p), local_files_only=True, dtype=dtype)
+    model.to(device).eval()
+    return model, tok
+
+
+def toy_sae_dir(hook_name: str) -> Path:
+    """Directory of the toy LM's SAE for a TransformerLens-style hook name (e.g. ``blocks.1.hook_resid_post``)."""
+    if hook_name not in SAE_HOOKS:
+        raise ValueError(f"no toy SAE for hook {hook_name!r}; valid choices: {list(SAE_HOOKS)}")
+    return _saes_dir() / hook_name
+
+
+def list_toy_saes() -> list[str]:
+    """Hook names of the toy SAEs present on disk (in computation order)."""
+    return [h for h in SAE_HOOKS if (_saes_dir() / h / "cfg.json").is_file()]
+
+
+def load_toy_saes(hooks: Sequence[str] | None = None, *, device: str = "cpu") -> dict[str, SAE]:
+    """Load the toy LM's sae_lens SAEs from disk, keyed by hook name, in eval mode."""
+    from sae_lens import SAE
+
+    hooks = list_toy_saes() if hooks is None else list(hooks)
+    if not hooks:
+        raise FileNotFoundError(f"no toy SAEs under {_saes_dir()}; build them with `python scripts/build_saes.py`")
+    out = {}
+    for h in hooks:
+        d = toy_sae_dir(h)
+        if not (d / "cfg.json").is_file():
+            raise FileNotFoundError(f"no SAE for {h!r} at {d}")
+        sae = SAE.load_from_disk(str(d), device=device)
+        out[h] = sae.eval()
+    return out
+
+
+def _encode(tok: Any, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+    enc = tok(list(prompts), add_special_tokens=True)["input_ids"]
+    T = max(len(e) for e in enc)
+    ids = torch.full((len(enc), T), tok.pad_token_id, dtype=torch.long)
+    for i, e in enumerate(enc):
+        ids[i, : len(e)] = torch.tensor(e, dtype=torch.long)
+    return ids, torch.tensor([len(e) for e in enc])
+
+
+@torch.no_grad()
+def next_token_logits(
+    model: Any, tok: Any, prompts: Sequence[str], *, batch_size: int = 256
+) -> Float[Tensor, "n vocab"]:
+    """Logits for the token after each prompt (BOS prepended, right padding, last real position)."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        ids, lengths = _encode(tok, prompts[i : i + batch_size])
+        mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        out.append(logits[torch.arange(len(ids)), (lengths - 1).to(device)].float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def resid_stream(
+    model: Any, tok: Any, prompts: Sequence[str], *, batch_size: int = 256, include_bos: bool = False
+) -> dict[str, Float[Tensor, "tokens d_model"]]:
+    """Residual-stream activations at every SAE hook, flattened over non-pad token positions.
+
+    ``blocks.0.hook_resid_pre`` is the embedding output (token + position); ``blocks.{l}.hook_resid_post``
+    is block ``l``'s output, taken by a forward hook on ``model.transformer.h[l]`` (so the last layer is
+    *before* ``ln_f``, unlike HF's ``hidden_states[-1]``). BOS positions are dropped unless
+    ``include_bos``.
+    """
+    blocks = model.transformer.h
+    store: dict[str, list[Tensor]] = {h: [] for h in SAE_HOOKS}
+    current: dict[str, Tensor] = {}
+
+    def block_hook(layer: int):
+        def fn(_mod, _inp, output):
+            # transformers >= 5 returns a tensor; older versions return a tuple (hidden, ...)
+            hidden = output[0] if isinstance(output, tuple) else output
+            current[f"blocks.{layer}.hook_resid_post"] = hidden.detach()
+
+        return fn
+
+    def pre_hook(_mod, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        current["blocks.0.hook_resid_pre"] = hidden.detach()
+
+    handles = [b.register_forward_hook(block_hook(i)) for i, b in enumerate(blocks)]
+    handles.append(blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True))
+    device = next(model.parameters()).device
+    try:
+        for i in range(0, len(prompts), batch_size):
+            ids, lengths = _encode(tok, prompts[i : i + batch_size])
+            mask = torch.arange(ids.shape[1])[None] < lengths[:, None]
+            model(input_ids=ids.to(device), attention_mask=mask.long().to(device))
+            keep = mask.clone()
+            if not include_bos:
+                keep[:, 0] = False
+            for h in SAE_HOOKS:
+                store[h].append(current[h][keep.to(device)].float().cpu())
+            current.clear()
+    finally:
+        for hd in handles:
+            hd.remove()
+    return {h: torch.cat(v) for h, v in store.items()}
+
+
+def evaluate_task(model: Any, tok: Any, df: pd.DataFrame, *, batch_size: int = 256) -> dict[str, float]:
+    """Next-token accuracy on a template frame (``prompt``/``answer``/``distractor`` columns).
+
+    Returns ``top1`` (answer is the argmax over the vocabulary), ``logit_diff_acc`` (logit(answer) >
+    logit(distractor)), ``mean_logit_diff`` and ``n``.
+    """
+    logits = next_token_logits(model, tok, df["prompt"].tolist(), batch_size=batch_size)
+    ans = torch.tensor(tok.convert_tokens_to_ids(df["answer"].tolist()))
+    dis = torch.tensor(tok.convert_tokens_to_ids(df["distractor"].tolist()))
+    rows = torch.arange(len(df))
+    ld = logits[rows, ans] - logits[rows, dis]
+    return {
+        "top1": float((logits.argmax(-1) == ans).float().mean()),
+        "logit_diff_acc": float((ld > 0).float().mean()),
+        "mean_logit_diff": float(ld.mean()),
+        "n": len(df),
+    }
