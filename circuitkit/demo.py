@@ -1,7 +1,7 @@
 """The end-to-end demo behind ``make demo`` / ``python -m circuitkit demo [--out DIR]``.
 
 1. **Feature circuit of the embedded toy LM.** Capture IOI, subject-verb-agreement and induction prompts
-   at every position, encode the residual stream of every layer with the toy LM's sae_lens SAEs, fit
+   at every position after BOS, encode the residual stream of every layer with the toy LM's sae_lens SAEs, fit
    CircuitLasso at SAE-feature level (each layer's features on the previous layer's features), label the
    features by their top-activating tokens and write ``circuit.json``, ``edges.csv`` and ``circuit.html``.
 2. **Component circuit of a Tracr model with a known circuit.** Capture every component, fit
@@ -62,6 +62,11 @@ class DemoResult:
         return "\n".join(lines)
 
 
+def _after_bos(_prompt: int, tokens: list[str]) -> list[int]:
+    """Every position but the first: the BOS token's activations are the same in every prompt."""
+    return list(range(1, len(tokens)))
+
+
 def run_demo(*, out: str | Path = "outputs/demo", quick: bool = False) -> DemoResult:
     """Run both parts of the demo and write the outputs to ``out``."""
     from . import capture, encode, load_model
@@ -87,7 +92,7 @@ def run_demo(*, out: str | Path = "outputs/demo", quick: bool = False) -> DemoRe
 
     sites = [hook_to_site(h) for h in saes]
     t = time.perf_counter()
-    acts = capture(lm, prompts, sites=sites, positions="all", batch_size=64)
+    acts = capture(lm, prompts, sites=sites, positions=_after_bos, batch_size=64)
     feats = encode(acts, saes)
     seconds["capture"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -50,6 +50,7 @@ from ..activations import Activations, check_finite
 from ..circuit import Circuit, error_node, feature_node
 from ..sae import Features
 from ..sites import COMPONENT_KINDS, parse_site
+from .fast import pick_rows
 from .solvers import PathResult, get_solver
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,16 @@ class CircuitLasso(BaseEstimator):
     min_target_freq: skip feature targets active in fewer than this fraction of rows (reported in
         ``skipped_targets_``).
     y_kind: ``"auto"``, ``"linear"`` (L1 least squares) or ``"logistic"`` (L1 logistic) for ``fit(data, y)``.
-    solver: a registered solver name (:func:`circuitkit.fit.solvers.available_solvers`).
+    solver: ``"auto"`` (default) or a registered solver name (:func:`circuitkit.fit.solvers.available_solvers`):
+        ``"celer"`` (reference, per-target celer path), ``"fast"`` (sparse covariance coordinate descent with
+        screening, for SAE features), ``"torch"`` (batched proximal gradient, for GPUs). ``"auto"`` picks
+        ``"fast"`` for a sparse (SAE) design, ``"torch"`` for a large dense design when CUDA is present and
+        ``"celer"`` otherwise; the choice is stored in ``solver_`` and ``circuit_.meta["solver"]``.
+    backend: ``"local"`` (joblib processes, ``n_jobs``) or ``"dask"`` (the current dask.distributed
+        client; see :mod:`circuitkit.fit.distributed`).
+    rows_per_edge: (E)BIC only considers supports with at most ``active_rows / rows_per_edge`` predictors,
+        where ``active_rows`` counts the rows in which the target is nonzero: a feature active in 30 rows
+        can have at most 3 parents. Without it a rare feature is fitted exactly by chance co-activations.
     tol, max_iter: solver tolerance and maximum outer iterations.
     n_jobs: joblib processes over targets.
     progress: show a tqdm bar over target blocks.
@@ -140,7 +150,9 @@ class CircuitLasso(BaseEstimator):
         include_errors: bool = True,
         min_target_freq: float = 0.0,
         y_kind: Literal["auto", "linear", "logistic"] = "auto",
-        solver: str = "celer",
+        solver: str = "auto",
+        backend: Literal["local", "dask"] = "local",
+        rows_per_edge: int = 10,
         tol: float = 1e-6,
         max_iter: int = 50,
         n_jobs: int = 1,
@@ -161,6 +173,8 @@ class CircuitLasso(BaseEstimator):
         self.min_target_freq = min_target_freq
         self.y_kind = y_kind
         self.solver = solver
+        self.backend = backend
+        self.rows_per_edge = rows_per_edge
         self.tol = tol
         self.max_iter = max_iter
         self.n_jobs = n_jobs
@@ -189,9 +203,14 @@ class CircuitLasso(BaseEstimator):
             raise ValueError(f"unknown predecessors {self.predecessors!r}; valid: {PREDECESSORS}")
         if self.y_kind not in Y_KINDS:
             raise ValueError(f"unknown y_kind {self.y_kind!r}; valid: {Y_KINDS}")
+        if self.backend not in ("local", "dask"):
+            raise ValueError(f"unknown backend {self.backend!r}; valid: ('local', 'dask')")
+        if not (isinstance(self.rows_per_edge, int) and self.rows_per_edge >= 1):
+            raise ValueError(f"rows_per_edge must be an int >= 1, got {self.rows_per_edge!r}")
         if not (0 <= self.min_target_freq < 1):
             raise ValueError(f"min_target_freq must be in [0, 1), got {self.min_target_freq!r}")
-        get_solver(self.solver)
+        if self.solver != "auto":
+            get_solver(self.solver)
 
     # -- design ----------------------------------------------------------------------------------------
     def _layout_components(self, acts: Activations, *, has_y: bool = False) -> tuple[_Layout, Any]:
@@ -331,7 +350,17 @@ class CircuitLasso(BaseEstimator):
             problems.append((np.asarray(tcols), scols))
         alphas = self._grid(Xs, offset, problems, y_info, n_rows, design, mean, std)
 
-        solver = get_solver(self.solver)
+        solver_name = self.solver
+        if solver_name == "auto":
+            from .fast import choose_solver
+
+            solver_name = choose_solver(Xs, max((len(t) for t, _ in problems), default=1))
+        if self.backend == "dask":
+            from .distributed import DaskSolver
+
+            solver = DaskSolver(inner=solver_name)
+        else:
+            solver = get_solver(solver_name)
         n_cols = design.shape[1]
         n_alpha = len(alphas)
         fixed = self.alpha is not None or n_alpha == 1
@@ -350,12 +379,15 @@ class CircuitLasso(BaseEstimator):
             for k in range(n_alpha):
                 c = res.coefs[k].tocoo()
                 coef_parts[k].append(sp.coo_matrix((c.data, (tcols[c.row], scols[c.col])), shape=(n_cols, n_cols)))
+            if res.skipped is not None and np.any(res.skipped):
+                for j in np.flatnonzero(res.skipped):
+                    skipped[f"column {int(tcols[j])} of {layout.nodes['node'].iat[layout.col_node[tcols[j]]]}"] = (
+                        "skipped by the solver (constant or active in too few rows)")
             if per_target:
                 k_sel = self._select_per_target(Xp, off, Yp, res, n_rows)
-                rows = [res.coefs[k_sel[j]].getrow(j).tocoo() for j in range(len(tcols))]
-                for j, r in enumerate(rows):
-                    chosen_parts.append(sp.coo_matrix((r.data, (np.full(r.nnz, tcols[j]), scols[r.col])),
-                                                      shape=(n_cols, n_cols)))
+                sel = pick_rows(res.coefs, k_sel).tocoo()
+                chosen_parts.append(sp.coo_matrix((sel.data, (tcols[sel.row], scols[sel.col])),
+                                                  shape=(n_cols, n_cols)))
                 target_alpha[tcols] = alphas[k_sel]
             n_targets_fit += len(tcols)
         t_fit = time.perf_counter()
@@ -363,7 +395,8 @@ class CircuitLasso(BaseEstimator):
         coefs = [sp.csr_matrix(sum(parts)) if parts else sp.csr_matrix((n_cols, n_cols)) for parts in coef_parts]
         y_nodes, y_coefs, y_sel = [], None, None
         if y_info is not None:
-            y_nodes, y_coefs, y_sel = self._fit_y(Xs, offset, alive, y_info, alphas, n_rows, per_target)
+            y_nodes, y_coefs, y_sel = self._fit_y(Xs, offset, alive, y_info, alphas, n_rows, per_target,
+                                                  solver_name)
 
         # node-level edges along the path
         nodes = layout.nodes
@@ -403,7 +436,7 @@ class CircuitLasso(BaseEstimator):
                                       "site": np.asarray(layout.node_site)[layout.col_node], "alive": alive})
         self.skipped_targets_ = pd.DataFrame({"node": list(skipped), "reason": list(skipped.values())})
         self.n_targets_ = n_targets_fit
-        self.solver_ = self.solver
+        self.solver_ = solver_name
         self.timing_ = {"design": t_design - t0, "fit": t_fit - t_design, "total": time.perf_counter() - t0}
         if len(skipped):
             logger.info("CircuitLasso skipped %d target nodes (see skipped_targets_)", len(skipped))
@@ -415,7 +448,8 @@ class CircuitLasso(BaseEstimator):
             "edge_score": self.edge_score,
             "standardize": self.standardize,
             "predecessors": self.predecessors,
-            "solver": self.solver,
+            "solver": solver_name,
+            "backend": self.backend,
             "n_rows": int(n_rows),
             "seconds": self.timing_["total"],
             "skipped_targets": len(skipped),
@@ -427,11 +461,23 @@ class CircuitLasso(BaseEstimator):
         return self
 
     # -- helpers -------------------------------------------------------------------------------------------
-    def _select_per_target(self, Xp, offset, Yp: np.ndarray, res: PathResult, n_rows: int) -> np.ndarray:
+    def _select_per_target(self, Xp, offset, Yp, res: PathResult, n_rows: int) -> np.ndarray:
         """Per-target (E)BIC on *relaxed* residuals: the RSS of an OLS refit on each Lasso support, so the
-        Lasso's shrinkage does not make every smaller alpha look better. Returns the chosen grid index per
-        target (ties go to the sparser model)."""
-        n_alpha, n_t = len(res.alphas), Yp.shape[1]
+        Lasso's shrinkage does not make every smaller alpha look better. Supports larger than
+        ``active_rows / rows_per_edge`` are not eligible. Returns the chosen grid index per target (ties
+        go to the sparser model)."""
+        from .fast import SparseTargets, select_per_target
+
+        n_t = Yp.shape[1]
+        if isinstance(Yp, SparseTargets):
+            active = np.diff(Yp.raw.indptr)
+        else:
+            active = np.full(n_t, n_rows)
+        max_df = np.maximum(active // self.rows_per_edge, 1)
+        if "relaxed_rss" in res.info:
+            return select_per_target(res, n_rows=n_rows, n_features=Xp.shape[1], selection=self.selection,
+                                     ebic_gamma=self.ebic_gamma, max_df=max_df)
+        n_alpha = len(res.alphas)
         logn = math.log(n_rows)
         pen = logn + (2 * self.ebic_gamma * math.log(max(Xp.shape[1], 2)) if self.selection == "ebic" else 0.0)
         chosen = np.zeros(n_t, dtype=np.int64)
@@ -442,6 +488,8 @@ class CircuitLasso(BaseEstimator):
             best, best_k, seen = np.inf, 0, {}
             for k in range(n_alpha):
                 support = tuple(rows_by_alpha[k][j])
+                if k > 0 and len(support) > max_df[j]:
+                    continue
                 if support not in seen:
                     seen[support] = _relaxed_rss(Xp, offset, y, list(support), tss)
                 rss = seen[support]
@@ -460,7 +508,13 @@ class CircuitLasso(BaseEstimator):
         Xs = (design - mean) / scale
         return Xs, None
 
-    def _target_block(self, design, tcols, mean, std) -> np.ndarray:
+    def _target_block(self, design, tcols, mean, std):
+        """Standardised targets: dense for a dense design; a :class:`~circuitkit.fit.fast.SparseTargets`
+        (never densified as a whole block) for a sparse SAE design."""
+        if sp.issparse(design):
+            from .fast import SparseTargets
+
+            return SparseTargets.from_design(design, tcols, mean, std if self.standardize else None)
         Y = design[:, tcols]
         Y = Y.toarray() if sp.issparse(Y) else np.asarray(Y)
         Y = Y - mean[tcols]
@@ -477,6 +531,9 @@ class CircuitLasso(BaseEstimator):
         for tcols, scols in problems:
             Xp = Xs[:, scols]
             Y = self._target_block(design, tcols, mean, std)
+            if hasattr(Y, "alpha_max"):
+                amax = max(amax, Y.alpha_max(Xp, None if offset is None else offset[scols]))
+                continue
             corr = Xp.T @ Y
             if offset is not None:
                 corr = corr - np.outer(offset[scols], Y.sum(axis=0))
@@ -502,15 +559,17 @@ class CircuitLasso(BaseEstimator):
         df = pd.concat(frames, ignore_index=True)
         all_names = np.concatenate([names, np.asarray(y_nodes, dtype=object)]) if y_nodes else names
         width = np.array([len(c) for c in layout.node_cols] + [1] * len(y_nodes))
-        df["a"] = np.abs(df["v"].to_numpy())
-        df["sq"] = df["v"].to_numpy() ** 2
-        g = df.groupby(["t", "s"], sort=False)
-        agg = g.agg(first=("v", "first"), sq=("sq", "sum"), mx=("a", "max"))
-        block = np.sqrt(agg["sq"].to_numpy()) if self.edge_score == "fro" else agg["mx"].to_numpy()
-        t_idx = agg.index.get_level_values(0).to_numpy()
-        s_idx = agg.index.get_level_values(1).to_numpy()
-        single = (width[t_idx] == 1) & (width[s_idx] == 1)
-        weight = np.where(single, agg["first"].to_numpy(), block)
+        t_all, s_all, v_all = df["t"].to_numpy(), df["s"].to_numpy(), df["v"].to_numpy()
+        single_rows = (width[t_all] == 1) & (width[s_all] == 1)  # feature -> feature: one coefficient each
+        t_idx, s_idx, weight = [t_all[single_rows]], [s_all[single_rows]], [v_all[single_rows]]
+        if not single_rows.all():
+            blk = df[~single_rows]
+            blk = blk.assign(a=np.abs(blk["v"].to_numpy()), sq=blk["v"].to_numpy() ** 2)
+            agg = blk.groupby(["t", "s"], sort=False).agg(sq=("sq", "sum"), mx=("a", "max"))
+            t_idx.append(agg.index.get_level_values(0).to_numpy())
+            s_idx.append(agg.index.get_level_values(1).to_numpy())
+            weight.append(np.sqrt(agg["sq"].to_numpy()) if self.edge_score == "fro" else agg["mx"].to_numpy())
+        t_idx, s_idx, weight = np.concatenate(t_idx), np.concatenate(s_idx), np.concatenate(weight)
         return pd.DataFrame({"source": all_names[s_idx], "target": all_names[t_idx], "weight": weight,
                              "score": np.abs(weight)})
 
@@ -553,7 +612,7 @@ class CircuitLasso(BaseEstimator):
         return {"kind": "logistic", "names": ynames, "Ys": Ys, "classes": classes,
                 "alpha_max": lambda Xs, off: max(_ymax(Xs, off, (yy[:, None] + 1) / 2) for yy in Ys)}
 
-    def _fit_y(self, Xs, offset, alive, y_info, alphas, n_rows, per_target):
+    def _fit_y(self, Xs, offset, alive, y_info, alphas, n_rows, per_target, solver_name):
         """Fit the prediction target(s) on every live column; returns names, path coefs, selected coefs."""
         cols = np.flatnonzero(alive)
         Xp = Xs[:, cols]
@@ -569,7 +628,7 @@ class CircuitLasso(BaseEstimator):
             Y = y_info["Y"]
             sd = Y.std(0)
             Y = np.asfortranarray((Y - Y.mean(0)) / np.where(sd > 0, sd, 1.0))
-            res = get_solver(self.solver).path(Xp, Y, alphas, offset=off, tol=self.tol, max_iter=self.max_iter,
+            res = get_solver(solver_name).path(Xp, Y, alphas, offset=off, tol=self.tol, max_iter=self.max_iter,
                                                n_jobs=1)
             out = [lift(res.coefs[k], Y.shape[1]) for k in range(len(alphas))]
             sel = None

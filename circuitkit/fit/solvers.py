@@ -62,6 +62,8 @@ class Solver(Protocol):
 
 
 _SOLVERS: dict[str, Callable[[], Solver]] = {}
+#: Solvers that live in their own modules and register on first use (heavy imports stay lazy).
+_LAZY_SOLVERS = {"fast": "circuitkit.fit.fast", "torch": "circuitkit.fit.gpu", "dask": "circuitkit.fit.distributed"}
 
 
 def register_solver(name: str, factory: Callable[[], Solver]) -> None:
@@ -70,10 +72,14 @@ def register_solver(name: str, factory: Callable[[], Solver]) -> None:
 
 
 def available_solvers() -> list[str]:
-    return sorted(_SOLVERS)
+    return sorted(set(_SOLVERS) | set(_LAZY_SOLVERS))
 
 
 def get_solver(name: str) -> Solver:
+    if name not in _SOLVERS and name in _LAZY_SOLVERS:
+        import importlib
+
+        importlib.import_module(_LAZY_SOLVERS[name])
     if name not in _SOLVERS:
         raise ValueError(f"unknown solver {name!r}; valid solvers are {available_solvers()}")
     return _SOLVERS[name]()

@@ -1,0 +1,481 @@
+"""Scale benchmark: SAE-feature circuits at real-model width, fast vs the naive per-target celer loop.
+
+Protocol (fixed seeds):
+
+* **Data.** Two SAE-like sites with ``D`` features each and ``M`` rows (:func:`make_pair`): source
+  features with heavy-tailed (Zipf-like) frequencies and ~32 active per row, log-normal magnitudes; every
+  target feature has 0-3 planted parents (3% none) with weights ±[0.5, 1.5], is ``relu`` of its parents'
+  weighted sum with 20% multiplicative and small additive noise, plus ~5 spontaneous activations per row,
+  giving ~50 active target features per row. Some features are dead (never active) and are skipped and
+  counted.
+* **fast.** What ``CircuitLasso(solver="fast")`` does for one layer pair: standardise (sparse, column
+  scaling + offsets), the default grid (16 alphas from the largest ``alpha_max`` down to 1% of it), the
+  exact Lasso path of every live target (``FastSolver``, ``n_jobs`` processes, ``tol=1e-6``), per-target
+  eBIC on relaxed residuals. ``seconds`` is all of it.
+* **naive-celer.** ``celer_path`` per target (the reference solver, warm-started along the same grid,
+  same tol) on a random sample of ``--naive-targets`` live targets, timed and scaled linearly to all live
+  targets (``extrapolated: true``). Its AUROC/precision are on the sampled targets only, and
+  ``max_coef_diff`` is the largest difference between the fast and celer coefficients on them.
+* **Metrics.** ``auroc``: over all ``D x D`` candidate edges, each scored by the largest alpha at which
+  it enters the path (0 if never), against the planted edges; ``precision``: precision at ``|true|``
+  (the ``|true|`` best-scored edges; ties at the cut counted fractionally), as in the method's metrics;
+  ``precision_selected``/``recall_selected``: of the per-target eBIC circuit.
+* **Memory.** ``peak_mb``: the peak resident set size (RSS) of this process plus its child processes
+  (the joblib workers), sampled every 20 ms with psutil while the step runs -- absolute, including the
+  data and the Python interpreter.
+* **Capture.** Throughput of :func:`circuitkit.capture` (nnsight trace, every residual-stream site, all
+  positions) against a bare forward pass (:func:`circuitkit.forward`) on the toy LM; and the peak RSS of
+  :func:`circuitkit.store.capture_to_disk` with the toy LM's SAEs (each size in a fresh subprocess, RSS
+  sampled with psutil from after the model is loaded to the end) at two dataset sizes with the same
+  chunk size, next to in-memory capture+encode.
+  If the toy LM is not built, a random-weight GPT-2 of the same shape stands in (``model`` says which).
+
+Run::
+
+    python -m circuitkit bench scale --json outputs/scale.json
+    python -m circuitkit bench scale --quick          # D=4096 only, fewer naive targets, small capture
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SIZES = (4096, 16384, 24576)
+DEFAULT_M = 10_000
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+
+def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: float = 5.0):
+    """Synthetic SAE codes of two sites with a planted sparse map (module docstring).
+
+    Returns ``(Zs [M, D] CSC, Zt [M, D] CSC, A [D, D] CSR)`` with ``A[p, q] != 0`` for planted edges
+    ``source p -> target q``."""
+    if D < 2 or M < 2:
+        raise ValueError(f"need D >= 2 and M >= 2, got D={D}, M={M}")
+    rng = np.random.default_rng(seed)
+    ranks = rng.permutation(D)
+    w = (ranks + 10.0) ** -0.9
+    prob = np.minimum(w / w.sum() * l0, 0.25)
+    counts = rng.binomial(M, prob)
+    feat = np.repeat(np.arange(D), counts)
+    rows = rng.integers(0, M, size=feat.size)
+    key = np.unique(rows.astype(np.int64) * D + feat)
+    rows, feat = key // D, key % D
+    Zs = sp.csr_matrix((rng.lognormal(0, 0.5, size=key.size), (rows, feat)), shape=(M, D))
+    k = rng.choice([0, 1, 2, 3], size=D, p=[0.03, 0.5, 0.3, 0.17])
+    tgt = np.repeat(np.arange(D), k)
+    alive = np.flatnonzero(counts > 0)
+    src = rng.choice(alive, size=tgt.size)
+    wt = rng.uniform(0.5, 1.5, size=tgt.size) * np.where(rng.random(tgt.size) < 0.85, 1, -1)
+    A = sp.csr_matrix((wt, (src, tgt)), shape=(D, D))
+    A.sum_duplicates()
+    pre = (Zs @ A).tocsr()
+    pre.data = pre.data * (1 + 0.2 * rng.standard_normal(pre.data.size)) + 0.05 * rng.standard_normal(pre.data.size)
+    ns = rng.poisson(spontaneous * M)
+    noise = sp.csr_matrix((rng.lognormal(0, 0.5, ns), (rng.integers(0, M, ns), rng.integers(0, D, ns))),
+                          shape=(M, D))
+    Zt = (pre + noise).tocsr()
+    Zt.data = np.maximum(Zt.data, 0)
+    Zt.eliminate_zeros()
+    return Zs.tocsc(), Zt.tocsc(), A
+
+
+def standardise(Zs: sp.csc_matrix, Zt: sp.csc_matrix):
+    """The estimator's preprocessing: live source columns scaled to unit variance with their means as
+    offsets; targets as :class:`~circuitkit.fit.fast.SparseTargets`."""
+    from ..fit.fast import SparseTargets
+
+    mean = np.asarray(Zs.mean(0)).ravel()
+    sd = np.sqrt(np.maximum(np.asarray(Zs.multiply(Zs).mean(0)).ravel() - mean**2, 0))
+    live = np.flatnonzero(sd > 0)
+    Xs = sp.csc_matrix(Zs[:, live] @ sp.diags(1 / sd[live]))
+    ym = np.asarray(Zt.mean(0)).ravel()
+    ysd = np.sqrt(np.maximum(np.asarray(Zt.multiply(Zt).mean(0)).ravel() - ym**2, 0))
+    return Xs, mean[live] / sd[live], live, SparseTargets(Zt, ym, np.where(ysd > 0, ysd, 1.0))
+
+
+# -- metrics ------------------------------------------------------------------------------------------
+
+
+def auroc_from_scores(pos_scores: np.ndarray, neg_nonzero: np.ndarray, n_neg_total: int) -> float:
+    """AUROC when most negatives score exactly 0: ``pos_scores`` for all positives, ``neg_nonzero`` the
+    nonzero negative scores, ``n_neg_total`` all negatives (ties count one half)."""
+    n_pos = len(pos_scores)
+    if n_pos == 0 or n_neg_total == 0:
+        return float("nan")
+    neg = np.concatenate([neg_nonzero, np.zeros(n_neg_total - len(neg_nonzero))]) if len(neg_nonzero) < 5e7 else None
+    if neg is None:  # pragma: no cover
+        raise ValueError("too many nonzero negative scores")
+    neg.sort()
+    lo = np.searchsorted(neg, pos_scores, side="left")
+    hi = np.searchsorted(neg, pos_scores, side="right")
+    return float((lo + 0.5 * (hi - lo)).sum() / (n_pos * n_neg_total))
+
+
+def edge_metrics(path_entry: sp.csr_matrix, selected: sp.csr_matrix, truth: sp.csr_matrix,
+                 rows: np.ndarray | None = None) -> dict:
+    """AUROC of path-entry scores and precision/recall of the selected edges; matrices are
+    ``[targets, sources]``; ``rows`` restricts to some targets."""
+    if rows is not None:
+        path_entry, selected, truth = path_entry[rows], selected[rows], truth[rows]
+    truth = sp.csr_matrix(truth != 0, dtype=np.float64)
+    n_cand = truth.shape[0] * truth.shape[1]
+    pe = sp.csr_matrix(path_entry)
+    pos_scores = np.asarray(pe[truth.nonzero()]).ravel()
+    neg = pe - pe.multiply(truth)
+    neg.eliminate_zeros()
+    auroc = auroc_from_scores(pos_scores, neg.data, n_cand - truth.nnz)
+    sel = sp.csr_matrix(selected != 0, dtype=np.float64)
+    tp = sel.multiply(truth).sum()
+    # precision at |true|: the |true| edges with the highest path-entry scores (ties at the cut broken by
+    # |coefficient at the selected alpha| is not needed: scores are grid alphas, so count ties fractionally)
+    n_true = truth.nnz
+    all_scores = np.concatenate([pos_scores, neg.data])
+    is_pos = np.concatenate([np.ones(len(pos_scores), bool), np.zeros(len(neg.data), bool)])
+    order = np.argsort(-all_scores, kind="stable")
+    s_sorted, p_sorted = all_scores[order], is_pos[order]
+    if n_true and len(s_sorted):
+        cut = s_sorted[min(n_true, len(s_sorted)) - 1]
+        above = s_sorted > cut
+        at = s_sorted == cut
+        room = n_true - above.sum()
+        frac = room / at.sum() if at.sum() else 0.0
+        hits = p_sorted[above].sum() + frac * p_sorted[at].sum()
+        p_at_true = float(hits / n_true) if cut > 0 else float(p_sorted[above].sum() / n_true)
+    else:
+        p_at_true = float("nan")
+    return {"auroc": auroc, "precision": p_at_true,
+            "precision_selected": float(tp / sel.nnz) if sel.nnz else float("nan"),
+            "recall_selected": float(tp / n_true) if n_true else float("nan"), "n_selected": int(sel.nnz),
+            "n_true": int(n_true)}
+
+
+# -- memory --------------------------------------------------------------------------------------------
+
+
+class PeakRSS:
+    """Peak RSS (MB) of this process and its children, sampled every ``interval`` s in a thread."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _rss(self) -> int:
+        import psutil
+
+        total = 0
+        with contextlib.suppress(psutil.Error):
+            total = self.proc.memory_info().rss
+            for c in self.proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):  # a worker may exit while sampled
+                    total += c.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> Self:
+        self.peak = self._rss()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def mb(self) -> float:
+        return self.peak / 2**20
+
+
+# -- the fits ------------------------------------------------------------------------------------------
+
+
+def fit_fast(Zs, Zt, *, n_alphas: int = 16, alpha_min_ratio: float = 1e-2, tol: float = 1e-6, n_jobs: int = 2,
+             ebic_gamma: float = 0.5) -> dict:
+    """The fast path for one layer pair; returns the timing, the grid and the path/selected matrices
+    (``[targets, sources]`` in the original feature indices)."""
+    from ..fit.fast import FastSolver, pick_rows, select_per_target
+
+    t0 = time.perf_counter()
+    Xs, off, live, T = standardise(Zs, Zt)
+    amax = T.alpha_max(Xs, off)
+    alphas = amax * np.geomspace(1.0, alpha_min_ratio, n_alphas)
+    t_grid = time.perf_counter()
+    res = FastSolver().path(Xs, T, alphas, offset=off, tol=tol, n_jobs=n_jobs)
+    t_path = time.perf_counter()
+    chosen = select_per_target(res, n_rows=Xs.shape[0], n_features=Xs.shape[1], selection="ebic",
+                               ebic_gamma=ebic_gamma)
+    selected = pick_rows(res.coefs, chosen)
+    t_sel = time.perf_counter()
+    D = Zs.shape[1]
+    lift = sp.csr_matrix((np.ones(len(live)), (np.arange(len(live)), live)), shape=(len(live), D))
+    entry = sp.csr_matrix(res.coefs[0].shape)
+    for k in range(len(alphas) - 1, -1, -1):  # the largest alpha at which each edge is nonzero
+        nz = sp.csr_matrix(res.coefs[k] != 0, dtype=np.float64)
+        entry = entry - entry.multiply(nz) + nz * alphas[k]
+    return {"seconds": t_sel - t0, "grid_s": t_grid - t0, "path_s": t_path - t_grid, "select_s": t_sel - t_path,
+            "alphas": alphas, "result": res, "entry": sp.csr_matrix(entry @ lift),
+            "selected": sp.csr_matrix(selected @ lift), "Xs": Xs, "off": off, "T": T, "live": live}
+
+
+def naive_celer(fast: dict, *, n_targets: int, tol: float = 1e-6, seed: int = 0) -> dict:
+    """Time ``celer_path`` per target on a sample of live targets; metrics on those targets."""
+    from ..fit.solvers import CelerSolver
+
+    res = fast["result"]
+    live_t = np.flatnonzero(~res.skipped)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(live_t, size=min(n_targets, len(live_t)), replace=False))
+    T = fast["T"][:, sample]
+    t0 = time.perf_counter()
+    ref = CelerSolver().path(fast["Xs"], T, fast["alphas"], offset=fast["off"], tol=tol, max_iter=50, n_jobs=1)
+    sec = time.perf_counter() - t0
+    # agreement in objective (rare targets have collinear candidate sources, so the minimiser itself need
+    # not be unique; the objective value is)
+    n = fast["Xs"].shape[0]
+    worst = 0.0
+    for k, a in enumerate(fast["alphas"]):
+        l1_f = np.asarray(abs(res.coefs[k][sample]).sum(axis=1)).ravel()
+        l1_c = np.asarray(abs(ref.coefs[k]).sum(axis=1)).ravel()
+        obj_f = res.rss[k, sample] / (2 * n) + a * l1_f
+        obj_c = ref.rss[k] / (2 * n) + a * l1_c
+        worst = max(worst, float(np.max(np.abs(obj_f - obj_c) / np.maximum(obj_c, 1e-12))))
+    diff = max(float(abs(ref.coefs[k] - res.coefs[k][sample]).max()) for k in range(len(fast["alphas"])))
+    return {"seconds_sample": sec, "sample": sample, "n_live": len(live_t), "ref": ref, "max_coef_diff": diff,
+            "max_rel_objective_diff": worst}
+
+
+# -- capture ----------------------------------------------------------------------------------------------
+
+_CAPTURE_CHILD = r"""
+import json, sys, tempfile, time
+import torch
+torch.set_num_threads(1)
+from circuitkit.bench.scale import PeakRSS, _capture_model
+mode, n = sys.argv[1], int(sys.argv[2])
+model, saes, sites, prompts, name = _capture_model(n)
+mem = PeakRSS().__enter__()
+t0 = time.perf_counter()
+if mode == "stream":
+    from circuitkit.store import capture_to_disk
+    with tempfile.TemporaryDirectory() as d:
+        store = capture_to_disk(model, prompts, sites=sites, saes=saes, path=d, chunk_size=256, batch_size=64,
+                                progress=False)
+        rows = store.n_rows
+else:
+    import circuitkit as ck
+    acts = ck.capture(model, prompts, sites=sites, batch_size=64, progress=False)
+    feats = ck.encode(acts, saes)
+    rows = acts.n_rows
+sec = time.perf_counter() - t0
+mem.__exit__(None, None, None)
+print(json.dumps({"rows": rows, "seconds": sec, "model": name, "peak_mb": mem.mb}))
+"""
+
+
+def _capture_model(n_prompts: int, *, seed: int = 0):
+    """The toy LM with its SAEs and ``n_prompts`` template prompts; a random-weight GPT-2 of the same shape
+    with random SAEs when the toy LM is not built."""
+    import torch
+
+    try:
+        from ..models.toylm import load_toy_lm, load_toy_saes
+
+        model, _tok = load_toy_lm()
+        saes = load_toy_saes()
+        name = "circuitkit-toylm"
+        vocab = int(model.config.vocab_size)
+    except Exception as e:  # noqa: BLE001 - fall back to a stand-in of the same shape
+        logger.warning("toy LM unavailable (%s); using a random-weight GPT-2 stand-in", e)
+        from sae_lens import StandardSAE, StandardSAEConfig
+        from sae_lens.saes.sae import SAEMetadata
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(GPT2Config(n_layer=4, n_head=4, n_embd=128, vocab_size=512, n_positions=64,
+                                           bos_token_id=0, eos_token_id=0)).eval()
+        saes = {}
+        for layer in range(4):
+            cfg = StandardSAEConfig(d_in=128, d_sae=1024, metadata=SAEMetadata(
+                hook_name=f"blocks.{layer}.hook_resid_post", model_name="stand-in"))
+            sae = StandardSAE(cfg)
+            with torch.no_grad():
+                for p in sae.parameters():
+                    p.normal_(0, 0.1)
+            saes[f"L{layer}.resid_post"] = sae.eval()
+        name, vocab = "random-gpt2-4x128", 512
+    g = torch.Generator().manual_seed(seed)
+    prompts = torch.randint(1, vocab, (n_prompts, 16), generator=g)
+    from ..sae import _attach
+
+    saes = _attach(saes)  # {site: sae} whether keyed by hook name or by site
+    return model, saes, list(saes), prompts, name
+
+
+def capture_records(sizes: tuple[int, int], n_throughput: int) -> list[dict]:
+    import torch
+
+    import circuitkit as ck
+
+    records = []
+    model, _saes, sites, prompts, name = _capture_model(n_throughput)
+    torch.set_num_threads(1)
+    ck.capture(model, prompts[:64], sites=sites, batch_size=64, progress=False)  # warm up
+    ck.forward(model, prompts[:64], batch_size=64)
+    best = {}
+    for label, fn in (("forward", lambda: ck.forward(model, prompts, batch_size=64)),
+                      ("capture", lambda: ck.capture(model, prompts, sites=sites, batch_size=64, progress=False))):
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        best[label] = min(times)
+    tokens = int(prompts.numel())
+    for label in ("forward", "capture"):
+        records.append({"D": None, "M": tokens, "method": label, "seconds": best[label], "peak_mb": None,
+                        "auroc": None, "precision": None, "extrapolated": False, "model": name,
+                        "tokens_per_s": tokens / best[label], "sites": len(sites),
+                        "throughput_vs_forward": best["forward"] / best[label]})
+    for mode in ("stream", "memory"):
+        for n in sizes:
+            out = subprocess.run([sys.executable, "-c", _CAPTURE_CHILD, mode, str(n)], capture_output=True, text=True,
+                                 check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            records.append({"D": None, "M": r["rows"], "method": f"capture-{mode}", "seconds": r["seconds"],
+                            "peak_mb": r["peak_mb"], "auroc": None, "precision": None, "extrapolated": False,
+                            "model": r["model"], "n_prompts": n, "chunk_size": 256 if mode == "stream" else None})
+    return records
+
+
+# -- CLI -----------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help=f"features per site (default {' '.join(map(str, DEFAULT_SIZES))}; --quick: 4096)")
+    parser.add_argument("--rows", type=int, default=DEFAULT_M, help=f"samples M (default {DEFAULT_M})")
+    parser.add_argument("--n-jobs", type=int, default=2, help="joblib processes for the fast path (default 2)")
+    parser.add_argument("--naive-targets", type=int, default=None,
+                        help="targets sampled for the naive celer loop (default 40; --quick: 15)")
+    parser.add_argument("--alpha-min-ratio", type=float, default=1e-2,
+                        help="bottom of the grid as a fraction of alpha_max (default 0.01, CircuitLasso's)")
+    parser.add_argument("--no-capture", action="store_true", help="skip the capture measurements")
+    parser.add_argument("--quick", action="store_true", help="D=4096, fewer naive targets, small capture")
+
+
+def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, capture_sizes=(1024, 4096),
+        n_throughput: int = 512, alpha_min_ratio: float = 1e-2, log: Callable[[str], None] = print) -> list[dict]:
+    records: list[dict[str, Any]] = []
+    for D in sizes:
+        Zs, Zt, A = make_pair(D, M, seed=0)
+        truth = sp.csr_matrix(A.T)  # [targets, sources]
+        with PeakRSS() as mem:
+            fast = fit_fast(Zs, Zt, n_jobs=n_jobs, alpha_min_ratio=alpha_min_ratio)
+        res = fast["result"]
+        m = edge_metrics(fast["entry"], fast["selected"], truth)
+        rec = {"D": D, "M": M, "method": "fast", "seconds": fast["seconds"], "peak_mb": mem.mb, "auroc": m["auroc"],
+               "precision": m["precision"], "precision_selected": m["precision_selected"],
+               "recall_selected": m["recall_selected"], "extrapolated": False, "n_jobs": n_jobs,
+               "alpha_min_ratio": alpha_min_ratio,
+               "targets_fitted": int((~res.skipped).sum()), "targets_skipped": int(res.skipped.sum()),
+               "path_s": fast["path_s"], "grid_s": fast["grid_s"], "select_s": fast["select_s"],
+               "nnz_path_end": int(res.coefs[-1].nnz), "source_l0": Zs.nnz / M, "target_l0": Zt.nnz / M}
+        log(f"D={D}: fast {rec['seconds']:.1f}s (path {rec['path_s']:.1f}s), peak {rec['peak_mb']:.0f} MB, "
+            f"AUROC {m['auroc']:.3f}, precision@|true| {m['precision']:.3f}, eBIC circuit precision "
+            f"{m['precision_selected']:.3f} recall {m['recall_selected']:.3f}")
+        with PeakRSS() as mem:
+            nv = naive_celer(fast, n_targets=naive_targets)
+        per = nv["seconds_sample"] / len(nv["sample"])
+        sel_rows = nv["sample"]
+        # naive metrics on the sampled targets, with the same selection rule applied to celer's path
+        from ..fit.fast import pick_rows, select_per_target
+        from ..fit.lasso import _relaxed_rss
+
+        ref = nv["ref"]
+        rel = np.zeros_like(ref.rss)
+        for j in range(len(sel_rows)):
+            y = fast["T"].column(int(sel_rows[j]))
+            for k in range(len(fast["alphas"])):
+                rel[k, j] = _relaxed_rss(fast["Xs"], fast["off"], y, list(ref.coefs[k][j].indices), float(y @ y))
+        ref.info["relaxed_rss"] = rel
+        ch = select_per_target(ref, n_rows=M, n_features=fast["Xs"].shape[1])
+        D_ = Zs.shape[1]
+        lift = sp.csr_matrix((np.ones(len(fast["live"])), (np.arange(len(fast["live"])), fast["live"])),
+                             shape=(len(fast["live"]), D_))
+        entry = sp.csr_matrix(ref.coefs[0].shape)
+        for k in range(len(fast["alphas"]) - 1, -1, -1):
+            nz = sp.csr_matrix(ref.coefs[k] != 0, dtype=np.float64)
+            entry = entry - entry.multiply(nz) + nz * fast["alphas"][k]
+        mn = edge_metrics(sp.csr_matrix(entry @ lift), sp.csr_matrix(pick_rows(ref.coefs, ch) @ lift), truth[sel_rows])
+        mf = edge_metrics(fast["entry"], fast["selected"], truth, rows=sel_rows)
+        naive_total = per * nv["n_live"]
+        records.append(rec)
+        records.append({"D": D, "M": M, "method": "naive-celer", "seconds": naive_total, "peak_mb": mem.mb,
+                        "auroc": mn["auroc"], "precision": mn["precision"], "precision_selected": mn["precision_selected"],
+                        "extrapolated": True, "sampled_targets": len(sel_rows), "seconds_per_target": per,
+                        "speedup_fast": naive_total / rec["seconds"], "max_coef_diff": nv["max_coef_diff"],
+                        "max_rel_objective_diff": nv["max_rel_objective_diff"],
+                        "fast_auroc_same_targets": mf["auroc"], "fast_precision_same_targets": mf["precision"]})
+        log(f"D={D}: naive celer {per * 1e3:.0f} ms/target x {nv['n_live']} targets = {naive_total:.0f}s "
+            f"(extrapolated from {len(sel_rows)}), speedup {naive_total / rec['seconds']:.1f}x, "
+            f"max |coef diff| {nv['max_coef_diff']:.1e}, max relative objective diff "
+            f"{nv['max_rel_objective_diff']:.1e}")
+    if capture:
+        records.extend(capture_records(tuple(capture_sizes), n_throughput))
+    return records
+
+
+def format_table(records: list[dict]) -> str:
+    cols = ["D", "M", "method", "seconds", "peak_mb", "auroc", "precision", "extrapolated"]
+    lines = [" | ".join(f"{c:>12}" for c in cols)]
+    for r in records:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append(f"{v:>12.3f}" if isinstance(v, float) else f"{v!s:>12}")
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    quick = bool(getattr(args, "quick", False))
+    sizes = args.sizes or ([4096] if quick else list(DEFAULT_SIZES))
+    naive = args.naive_targets or (15 if quick else 40)
+    records = run(sizes=sizes, M=args.rows, n_jobs=args.n_jobs, naive_targets=naive, capture=not args.no_capture,
+                  capture_sizes=(256, 1024) if quick else (1024, 4096), n_throughput=128 if quick else 512,
+                  alpha_min_ratio=args.alpha_min_ratio)
+    print(format_table(records))
+    for r in records:
+        if r["method"] == "capture":
+            print(f"capture throughput: {r['throughput_vs_forward']:.0%} of a bare forward pass ({r['model']})")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(records, indent=1, default=float))
+    return 0

@@ -1,0 +1,165 @@
+"""Streaming capture: the on-disk store equals in-memory capture/encode, resumes after an interruption,
+and refuses a stale cache with a message naming what differs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sae_lens import StandardSAE, StandardSAEConfig
+from sae_lens.saes.sae import SAEMetadata
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import circuitkit as ck
+from circuitkit.store import capture_to_disk, load_store
+
+SITES = ["embed", "L0.resid_post", "L1.resid_post"]
+
+
+def make_sae(hook: str, seed: int, d_in: int = 32, d_sae: int = 64) -> StandardSAE:
+    torch.manual_seed(seed)
+    cfg = StandardSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=True,
+                            metadata=SAEMetadata(hook_name=hook, model_name="stand-in"))
+    sae = StandardSAE(cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.normal_(0, 0.3)
+    return sae.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=50, n_positions=32,
+                                      bos_token_id=0, eos_token_id=0)).eval()
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(1, 50, (22, 7), generator=g)
+
+
+@pytest.fixture(scope="module")
+def saes():
+    return {"L0.resid_post": make_sae("blocks.0.hook_resid_post", 1),
+            "L1.resid_post": make_sae("blocks.1.hook_resid_post", 2)}
+
+
+def test_streamed_store_equals_in_memory_capture_and_encode(model, prompts, saes, tmp_path):
+    store = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=tmp_path / "s", chunk_size=5,
+                            batch_size=4, progress=False)
+    assert store.complete and len(store.manifest["chunks"]) == 5  # 22 prompts in chunks of 5
+    ref = ck.capture(model, prompts, sites=SITES, batch_size=4, progress=False)
+    ref_f = ck.encode(ref, saes)
+
+    loaded = load_store(tmp_path / "s")
+    acts = loaded.activations()
+    assert acts.sites == ["embed"]  # SAE sites keep codes + errors only (keep_activations=False)
+    np.testing.assert_allclose(acts["embed"], ref["embed"], atol=1e-6)
+    pd_cols = ["prompt", "position", "token"]
+    assert acts.index[pd_cols].equals(ref.index[pd_cols])
+    assert acts.meta["input_hash"] == ref.meta["input_hash"] and acts.meta["model"] == ref.meta["model"]
+
+    feats = loaded.features()
+    assert feats.sites == ref_f.sites and feats.n_rows == ref_f.n_rows == 22 * 7
+    for s in ref_f.sites:
+        np.testing.assert_allclose(feats[s].toarray(), ref_f[s].toarray(), atol=1e-5)
+        np.testing.assert_allclose(feats.errors[s], ref_f.errors[s], atol=1e-5)
+        assert feats.meta["fvu"][s] == pytest.approx(ref_f.meta["fvu"][s], rel=1e-4)
+    assert feats.meta["sae_ids"] == ref_f.meta["sae_ids"]
+
+    # chunk-by-chunk access covers the same rows
+    rows = sum(f.n_rows for _, f in loaded.iter_chunks(what="features"))
+    assert rows == feats.n_rows
+
+
+def test_keep_activations_and_positions_rule(model, prompts, saes, tmp_path):
+    store = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=tmp_path / "k", chunk_size=8,
+                            positions="last", keep_activations=True, progress=False)
+    ref = ck.capture(model, prompts, sites=SITES, positions="last", progress=False)
+    acts = store.activations()
+    assert acts.sites == SITES
+    for s in SITES:
+        np.testing.assert_allclose(acts[s], ref[s], atol=1e-6)
+    assert (acts.index["position"] == 6).all() and acts.meta["input_hash"] == ref.meta["input_hash"]
+
+
+def test_interrupted_capture_resumes_to_the_same_result(model, prompts, saes, tmp_path):
+    full = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=tmp_path / "full", chunk_size=5,
+                           progress=False).features()
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(i, n):
+        if i == 1:
+            raise Interrupt
+
+    path = tmp_path / "resume"
+    with pytest.raises(Interrupt):
+        capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=5, progress=False,
+                        on_chunk=stop_after_two)
+    partial = load_store(path)
+    assert not partial.complete and len(partial.manifest["chunks"]) == 2
+    with pytest.raises(ValueError, match="incomplete.*2 of 5 chunks"):
+        partial.features()
+    # a chunk half-written when the process died is redone, never read
+    (path / "chunk-00002.partial").mkdir()
+    (path / "chunk-00002.partial" / "index.npz").write_bytes(b"garbage")
+
+    seen = []
+    resumed = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=5, progress=False,
+                              on_chunk=lambda i, n: seen.append(i))
+    assert seen == [2, 3, 4]  # the two committed chunks are skipped
+    assert not (path / "chunk-00002.partial").exists()
+    got = resumed.features()
+    for s in full.sites:
+        np.testing.assert_array_equal(got[s].toarray(), full[s].toarray())
+        np.testing.assert_array_equal(got.errors[s], full.errors[s])
+
+    # a committed chunk deleted from disk is redone too
+    import shutil
+
+    shutil.rmtree(path / "chunk-00004")
+    seen.clear()
+    again = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=5, progress=False,
+                            on_chunk=lambda i, n: seen.append(i))
+    assert seen == [4]
+    np.testing.assert_array_equal(again.features()["L1.resid_post"].toarray(), full["L1.resid_post"].toarray())
+
+
+def test_stale_store_is_refused_naming_what_differs(model, prompts, saes, tmp_path):
+    path = tmp_path / "stale"
+    capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False)
+    other_inputs = prompts.clone()
+    other_inputs[0, 0] = (other_inputs[0, 0] % 49) + 1
+    with pytest.raises(ValueError, match=r"stale store .* input_hash: stored '[0-9a-f]+', requested '[0-9a-f]+'"):
+        capture_to_disk(model, other_inputs, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False)
+    other_saes = dict(saes)
+    other_saes["L1.resid_post"] = make_sae("blocks.1.hook_resid_post", 99)
+    with pytest.raises(ValueError, match=r"stale store .*saes: stored .*fingerprint") as e:
+        capture_to_disk(model, prompts, sites=SITES, saes=other_saes, path=path, chunk_size=8, progress=False)
+    assert "input_hash" not in str(e.value)  # only what differs is named
+    with pytest.raises(ValueError, match="positions: stored 'all', requested 'last'"):
+        capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, positions="last",
+                        progress=False)
+    # the refused calls left the store untouched; overwrite=True replaces it
+    assert json.loads((path / "manifest.json").read_text())["positions"] == "all"
+    store = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, positions="last",
+                            overwrite=True, progress=False)
+    assert store.complete and store.n_rows == len(prompts)
+
+
+def test_bad_arguments_are_refused(model, prompts, tmp_path):
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        capture_to_disk(model, prompts, sites=SITES, path=tmp_path / "x", chunk_size=0)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="not empty and is not a circuitkit store"):
+        capture_to_disk(model, prompts, sites=SITES, path=tmp_path / "junk", progress=False)
+    with pytest.raises(ValueError, match="not a circuitkit store"):
+        load_store(tmp_path / "nowhere")
+    store = capture_to_disk(model, prompts, sites=SITES, path=tmp_path / "nosae", chunk_size=50, progress=False)
+    with pytest.raises(ValueError, match="written without SAEs"):
+        store.features()
