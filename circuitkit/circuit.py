@@ -222,7 +222,8 @@ class Circuit:
         (weight, score)."""
         import networkx as nx
 
-        g = nx.DiGraph(**{k: v for k, v in self.meta.items() if isinstance(v, (str, int, float, bool))})
+        g = nx.DiGraph()  # meta goes into g.graph (not DiGraph(**meta): networkx reserves e.g. `backend=`)
+        g.graph.update({k: v for k, v in self.meta.items() if isinstance(v, (str, int, float, bool))})
         used = set(self.edges["source"]).union(self.edges["target"])
         for rec in self.nodes.to_dict("records"):
             if include_isolated or rec["node"] in used:

@@ -16,7 +16,7 @@ def small_circuit() -> Circuit:
     edges = pd.DataFrame({"source": ["embed", "L0.H0", "embed"], "target": ["L0.H0", "out", "L0.MLP"],
                           "weight": [0.1 + 0.2, -1 / 3, 2e-17]})
     path = pd.concat([edges.assign(alpha=1.0).iloc[:1], edges.assign(alpha=0.1)], ignore_index=True)
-    return Circuit(nodes, edges, path, {"method": "test", "alpha": 0.1, "path_alphas": [1.0, 0.1]})
+    return Circuit(nodes, edges, path, {"method": "test", "alpha": 0.1, "path_alphas": [1.0, 0.1], "backend": "local"})
 
 
 def test_json_roundtrip_is_exact(tmp_path):
@@ -33,6 +33,7 @@ def test_graph_views_and_selection():
     g = c.to_networkx()
     assert set(g.edges) == {("embed", "L0.H0"), ("L0.H0", "out"), ("embed", "L0.MLP")}
     assert g.edges["L0.H0", "out"]["weight"] == pytest.approx(-1 / 3)
+    assert g.graph["method"] == "test" and g.graph["backend"] == "local"
     A = c.adjacency()
     assert A.shape == (4, 4) and A[3, 1] == pytest.approx(1 / 3)  # rows targets, columns sources
     assert c.threshold(0.2).n_edges == 2
