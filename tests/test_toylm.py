@@ -34,16 +34,16 @@ N = 200
 # minimum logit-diff accuracy (answer beats distractor) per task on fresh samples
 # (build-time measurement on 1000 samples in the comment; margin covers n=200 sampling noise)
 THRESHOLDS = {
-    "ioi": 0.85,  # 0.952
-    "sva": 0.90,  # 0.999
+    "ioi": 0.90,  # 0.996
+    "sva": 0.90,  # 1.000
     "bios_profession": 0.90,  # 1.000
-    "bios_pronoun": 0.55,  # 0.668 (weak: gender from first name only is learned slowly)
-    "induction": 0.80,  # 0.477 -- NOT learned by the shipped build, see KNOWN_FAILURES
+    "bios_pronoun": 0.90,  # 1.000
+    "induction": 0.55,  # 0.682 -- only partly learned, see data/toylm/README.md
 }
-# Tasks the shipped model does not solve. Un-xfail when data/toylm/metrics.json shows
-# logit_diff_acc >= threshold for them (a longer, steps-only build: build_toylm.py --max-minutes 0).
-KNOWN_FAILURES = {"induction": "the shipped 1214-step CPU build did not form induction heads (chance level)"}
-SAE_MAX_FVU = 0.15
+# Tasks the shipped model does not solve (xfail, non-strict). Empty for the shipped build; add a task
+# here with a reason if a rebuild regresses it, and remove it once metrics.json meets the threshold.
+KNOWN_FAILURES: dict[str, str] = {}
+SAE_MAX_FVU = 0.08  # measured held-out FVU <= 0.025 (data/saes/toylm/metrics.json)
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +144,18 @@ def test_resid_stream_matches_hidden_states(lm):
     # hidden_states[-1] has ln_f applied; the hook output must not
     assert not torch.allclose(acts["blocks.3.hook_resid_post"][:n], hs[4][0])
     torch.testing.assert_close(model.transformer.ln_f(acts["blocks.3.hook_resid_post"][:n]), hs[4][0])
+
+
+def test_canonical_examples(lm):
+    model, tok = lm
+    from circuitkit.models.toylm import next_token_logits
+
+    prompts = {
+        "when mary and john went to the store , john gave a drink to": "mary",
+        "the key to the cabinets": "is",
+        "the keys to the cabinet": "are",
+        "mary smith is a lawyer in ohio . she argues cases in court . so mary works as a": "lawyer",
+    }
+    logits = next_token_logits(model, tok, list(prompts))
+    got = tok.convert_ids_to_tokens(logits.argmax(-1).tolist())
+    assert got == list(prompts.values())
