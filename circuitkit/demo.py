@@ -23,6 +23,7 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 TRACR_TASK = "dyck1"
+HTML_EDGES = 300
 
 
 @dataclass
@@ -76,6 +77,7 @@ def run_demo(*, out: str | Path = "outputs/demo", quick: bool = False) -> DemoRe
     from .labels import label_circuit
     from .models.toylm import load_toy_lm, load_toy_saes
     from .models.tracr import load_tracr_task
+    from .circuit import Circuit
     from .viz.figure import export_html
 
     out = Path(out)
@@ -106,7 +108,11 @@ def run_demo(*, out: str | Path = "outputs/demo", quick: bool = False) -> DemoRe
     edges["target_label"] = [f"{s} {labels.get(s) or ''}".strip() for s in edges["target"]]
     edges.to_csv(out / "edges.csv", index=False)
     files.append(out / "edges.csv")
-    files.append(export_html(circuit, out / "circuit.html"))
+    # the page shows the strongest edges (all of them are in circuit.json / edges.csv): a readable graph,
+    # not a hairball of every selected edge
+    # (without the regularisation path, whose every level would be embedded in the page)
+    page = Circuit(circuit.nodes, circuit.edges.head(HTML_EDGES), None, circuit.meta)
+    files.append(export_html(page, out / "circuit.html", top_k_per_node=3))
     top = edges[edges["source"].str.contains("/f") & edges["target"].str.contains("/f")].head(10)
 
     # -- 2. Tracr component circuit vs the known edges ------------------------------------------------
