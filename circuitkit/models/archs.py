@@ -57,6 +57,7 @@ attention, output projection, MLP and LM head (see the table below in the code f
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -130,7 +131,7 @@ _NEOX_NOTES = (
     "positions, so embed is the token embedding alone."
 )
 
-register_arch(
+_NEOX = register_arch(
     ArchSpec(
         name="gpt_neox",
         model_types=(),
@@ -147,25 +148,11 @@ register_arch(
     )
 )
 # transformers < 5 names Pythia's unembedding `embed_out`
-register_arch(
-    ArchSpec(
-        name="gpt_neox-embed_out",
-        model_types=(),
-        layers="gpt_neox.layers",
-        attn="attention",
-        o_proj="attention.dense",
-        o_proj_layout="linear",
-        mlp="mlp",
-        lm_head="embed_out",
-        n_layers_attr="num_hidden_layers",
-        n_heads_attr="num_attention_heads",
-        matches=_neox_with("embed_out"),
-        notes=_NEOX_NOTES + " (transformers < 5 module names)",
-    )
-)
+register_arch(replace(_NEOX, name="gpt_neox-embed_out", lm_head="embed_out", matches=_neox_with("embed_out"),
+                      notes=_NEOX_NOTES + " (transformers < 5 module names)"))
 
 # -- Llama family (grouped-query attention) -------------------------------------------------------------
-register_arch(
+_LLAMA = register_arch(
     ArchSpec(
         name="llama",
         model_types=SUPPORTED_MODEL_TYPES["llama"],
@@ -185,17 +172,10 @@ register_arch(
 )
 
 register_arch(
-    ArchSpec(
+    replace(
+        _LLAMA,
         name="gemma",
         model_types=SUPPORTED_MODEL_TYPES["gemma"],
-        layers="model.layers",
-        attn="self_attn",
-        o_proj="self_attn.o_proj",
-        o_proj_layout="linear",
-        mlp="mlp",
-        lm_head="lm_head",
-        n_layers_attr="num_hidden_layers",
-        n_heads_attr="num_attention_heads",
         notes="Gemma 1: Llama-like blocks; the sqrt(d_model) embedding scale is part of embed (block 0's input).",
     )
 )
