@@ -128,15 +128,11 @@ class Activations:
 
     @classmethod
     def load(cls, path: str | Path) -> "Activations":
+        from ._io import read_versioned_json
+
         path = Path(path)
-        meta_file = path / "meta.json"
-        if not meta_file.is_file():
-            raise ValueError(f"{path} is not a saved Activations directory (no meta.json)")
-        doc = json.loads(meta_file.read_text())
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"{path} holds {doc.get('format')!r}, not {FORMAT!r}")
-        if doc.get("version", 0) > VERSION:
-            raise ValueError(f"{path} has format version {doc['version']}; this circuitkit reads <= {VERSION}")
+        doc = read_versioned_json(path, "meta.json", fmt=FORMAT, version=VERSION,
+                                  what="saved Activations directory")
         with np.load(path / "arrays.npz") as z:
             data = {s: z[f"site::{s}"] for s in doc["sites"]}
             index = pd.DataFrame(

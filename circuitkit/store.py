@@ -247,15 +247,11 @@ def _read_codes(d: Path) -> tuple[dict, dict]:
 
 def load_store(path: str | Path) -> Store:
     """Open a store written by :func:`capture_to_disk` (``ValueError`` if ``path`` is not one)."""
+    from ._io import read_versioned_json
+
     path = Path(path)
-    mf = path / MANIFEST
-    if not mf.is_file():
-        raise ValueError(f"{path} is not a circuitkit store (no {MANIFEST})")
-    manifest = json.loads(mf.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} holds {manifest.get('format')!r}, not {FORMAT!r}")
-    if manifest.get("version", 0) > VERSION:
-        raise ValueError(f"{path} has store version {manifest['version']}; this circuitkit reads <= {VERSION}")
+    manifest = read_versioned_json(path, MANIFEST, fmt=FORMAT, version=VERSION, what="circuitkit store",
+                                   version_word="store")
     return Store(path, manifest)
 
 
