@@ -1,20 +1,25 @@
 """Feature ablation inside the forward pass, and gradients of a read-out with respect to SAE features.
 
-Used by :mod:`circuitkit.debias`. Two operations on a GPT-2-style HF model (``model.transformer.h``;
-the embedded toy LM, GPT-2):
+Used by :mod:`circuitkit.debias`. Operations on a GPT-2-style HF model (``model.transformer.h``; the
+embedded toy LM, GPT-2), at one or several SAE sites on the residual stream. A site is named by a block
+index ``layer``: ``layer >= 0`` is the output of block ``layer`` (``blocks.{layer}.hook_resid_post``,
+site ``L{layer}.resid_post``); ``layer = -1`` is the embedding, what block 0 reads
+(``blocks.0.hook_resid_pre``, site ``L0.resid_pre``; the output of ``model.transformer.drop``).
 
-* :func:`pooled_residual` -- the residual stream after block ``layer`` (``blocks.{layer}.hook_resid_post``,
-  before ``ln_f``), mean-pooled over each prompt's real tokens (BOS excluded), optionally with SAE features
-  **zero-ablated** at an earlier block: at every non-BOS token position the output ``h`` of block
-  ``ablate.layer`` becomes ``h - sum_{f in S} z_f(h) W_dec[f]``. That is the SAE reconstruction with the
-  selected latents set to zero, plus the untouched reconstruction error, so the change propagates through
-  every later layer (Marks et al.'s feature ablation).
-* :func:`feature_attributions` -- attribution patching of every SAE feature at block ``layer`` to a scalar
-  read-out ``readout(pooled)`` of the final pooled representation (SHIFT's node scores): for each prompt,
-  ``sum_pos z_f(pos) * d readout / d z_f(pos)``, with real gradients through the model (one forward and one
-  backward pass per batch). Zero-ablating feature ``f`` changes the read-out by about ``-`` that amount.
+* :func:`pooled_residual` -- the residual stream after block ``layer`` (before ``ln_f``), mean-pooled over
+  each prompt's real tokens (BOS excluded), optionally with SAE features **zero-ablated** at one or more
+  earlier sites: at every non-BOS token position the site's activation ``h`` becomes
+  ``h - sum_{f in S} z_f(h) W_dec[f]``. That is the SAE reconstruction with the selected latents set to
+  zero, plus the untouched reconstruction error, so the change propagates through every later layer
+  (Marks et al.'s feature ablation). With several sites, a later site encodes the already-ablated stream.
+* :func:`feature_attributions` -- attribution patching of every SAE feature at one or more sites to a
+  scalar read-out ``readout(pooled)`` of the final pooled representation (SHIFT's node scores): for each
+  prompt, ``sum_pos z_f(pos) * d readout / d z_f(pos)``, with real gradients through the model (one forward
+  and one backward pass per batch, all sites at once). Zero-ablating feature ``f`` changes the read-out by
+  about ``-`` that amount.
+* :func:`pooled_codes` -- the SAE codes of one or more sites, mean-pooled per prompt (observational).
 
-Why plain torch forward hooks and not nnsight: both operations edit a block's output *and* need the
+Why plain torch forward hooks and not nnsight: these operations edit a site's output *and* need the
 gradient with respect to a tensor created inside the edit (the SAE codes); a forward hook that returns the
 replaced output does this in a few lines, keeps autograd intact, and the hooks are removed in ``finally``.
 Observational capture still goes through :func:`circuitkit.capture`.
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,20 +41,41 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureAblation", "feature_attributions", "pooled_codes", "pooled_residual"]
+__all__ = ["EMBED", "FeatureAblation", "feature_attributions", "pooled_codes", "pooled_residual", "site_name",
+           "sae_hook"]
+
+EMBED = -1  # the ``layer`` index of the embedding site (what block 0 reads)
+
+
+def site_name(layer: int) -> str:
+    """The circuitkit site of an SAE ``layer`` index: ``-1 -> 'L0.resid_pre'``, ``l -> 'L{l}.resid_post'``."""
+    _check_layer(layer)
+    return "L0.resid_pre" if layer == EMBED else f"L{int(layer)}.resid_post"
+
+
+def sae_hook(layer: int) -> str:
+    """The TransformerLens/sae_lens hook name of an SAE ``layer`` index (``-1 -> 'blocks.0.hook_resid_pre'``)."""
+    _check_layer(layer)
+    return "blocks.0.hook_resid_pre" if layer == EMBED else f"blocks.{int(layer)}.hook_resid_post"
+
+
+def _check_layer(layer: Any) -> int:
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < EMBED:
+        raise ValueError(f"layer must be an int >= -1 (-1 = the embedding, l = block l's output), got {layer!r}")
+    return int(layer)
 
 
 @dataclass
 class FeatureAblation:
-    """Zero-ablate SAE latents ``features`` of ``sae`` at the output of block ``layer`` (all non-BOS tokens)."""
+    """Zero-ablate SAE latents ``features`` of ``sae`` at site ``layer`` (-1: embedding; l: block l's output),
+    at all non-BOS tokens."""
 
     sae: Any
     layer: int
     features: Sequence[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if isinstance(self.layer, bool) or not isinstance(self.layer, (int, np.integer)) or self.layer < 0:
-            raise ValueError(f"layer must be an int >= 0, got {self.layer!r}")
+        self.layer = _check_layer(self.layer)
         d_sae = int(self.sae.cfg.d_sae)
         feats = np.asarray(list(self.features), dtype=np.int64).ravel()
         bad = feats[(feats < 0) | (feats >= d_sae)]
@@ -71,6 +97,18 @@ def _blocks(model: Any) -> Any:
             from None
 
 
+def _site_module(model: Any, layer: int) -> Any:
+    """The module whose output is site ``layer``."""
+    blocks = _blocks(model)
+    layer = _check_layer(layer)
+    if layer == EMBED:
+        return model.transformer.drop
+    if not 0 <= layer < len(blocks):
+        raise ValueError(f"layer {layer} out of range; the model has blocks 0..{len(blocks) - 1} (and -1, the "
+                         "embedding)")
+    return blocks[layer]
+
+
 def _encode(tok: Any, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
     enc = tok(list(prompts), add_special_tokens=True)["input_ids"]
     T = max(len(e) for e in enc)
@@ -79,6 +117,21 @@ def _encode(tok: Any, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
     for i, e in enumerate(enc):
         ids[i, : len(e)] = torch.tensor(e, dtype=torch.long)
     return ids, torch.tensor([len(e) for e in enc])
+
+
+def _batch(tok: Any, prompts: Sequence[str], device: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """Token ids, attention mask and the mask of real non-BOS tokens of one batch."""
+    ids, lengths = _encode(tok, prompts)
+    mask = torch.arange(ids.shape[1])[None] < lengths[:, None]
+    real = mask.clone()
+    real[:, 0] = False
+    return ids.to(device), mask.long().to(device), real.to(device)
+
+
+def _check_prompts(prompts: Any) -> list[str]:
+    if isinstance(prompts, str) or len(prompts) == 0:
+        raise ValueError("prompts must be a non-empty list of strings")
+    return list(prompts)
 
 
 def _hidden(output: Any) -> Tensor:
@@ -90,14 +143,12 @@ def _replace(output: Any, new: Tensor) -> Any:
 
 
 @contextlib.contextmanager
-def _hooks(model: Any, hooks: dict[int, Callable]) -> Iterator[None]:
-    blocks = _blocks(model)
+def _hooks(model: Any, hooks: Sequence[tuple[int, Callable]]) -> Iterator[None]:
+    """Register forward hooks ``(layer, fn)`` (in the given order) for the duration of the block."""
     handles = []
     try:
-        for layer, fn in hooks.items():
-            if not 0 <= layer < len(blocks):
-                raise ValueError(f"layer {layer} out of range; the model has blocks 0..{len(blocks) - 1}")
-            handles.append(blocks[layer].register_forward_hook(fn))
+        for layer, fn in hooks:
+            handles.append(_site_module(model, layer).register_forward_hook(fn))
         yield
     finally:
         for h in handles:
@@ -118,6 +169,19 @@ def _ablation_hook(ab: FeatureAblation, keep: dict[str, Tensor]) -> Callable:
     return fn
 
 
+def _as_ablations(ablate: FeatureAblation | Sequence[FeatureAblation] | None) -> list[FeatureAblation]:
+    if ablate is None:
+        return []
+    abls = [ablate] if isinstance(ablate, FeatureAblation) else list(ablate)
+    for a in abls:
+        if not isinstance(a, FeatureAblation):
+            raise ValueError(f"ablate must hold FeatureAblation objects, got {type(a).__name__}")
+    layers = [a.layer for a in abls]
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"several ablations at the same layer {sorted(layers)}; merge their features into one")
+    return sorted((a for a in abls if len(a.features)), key=lambda a: a.layer)
+
+
 @torch.no_grad()
 def pooled_residual(
     model: Any,
@@ -125,18 +189,18 @@ def pooled_residual(
     prompts: Sequence[str],
     *,
     layer: int,
-    ablate: FeatureAblation | None = None,
+    ablate: FeatureAblation | Sequence[FeatureAblation] | None = None,
     batch_size: int = 128,
     progress: bool = False,
 ) -> Float[np.ndarray, "n d_model"]:
-    """Mean over real non-BOS tokens of block ``layer``'s output, optionally with ``ablate`` applied."""
-    if isinstance(prompts, str) or len(prompts) == 0:
-        raise ValueError("prompts must be a non-empty list of strings")
-    blocks = _blocks(model)
-    if not 0 <= layer < len(blocks):
-        raise ValueError(f"layer {layer} out of range; the model has blocks 0..{len(blocks) - 1}")
-    if ablate is not None and ablate.layer > layer:
-        raise ValueError(f"ablation layer {ablate.layer} comes after the read-out layer {layer}")
+    """Mean over real non-BOS tokens of block ``layer``'s output, optionally with ``ablate`` applied (one
+    :class:`FeatureAblation` or several, at distinct sites up to ``layer``)."""
+    prompts = _check_prompts(prompts)
+    read_mod = _site_module(model, layer)
+    abls = _as_ablations(ablate)
+    late = [a.layer for a in abls if a.layer > layer]
+    if late:
+        raise ValueError(f"ablation layer(s) {late} come after the read-out layer {layer}")
     device = next(model.parameters()).device
     keep: dict[str, Tensor] = {}
     store: dict[str, Tensor] = {}
@@ -144,25 +208,31 @@ def pooled_residual(
     def read(_mod: Any, _inp: Any, output: Any) -> None:
         store["h"] = _hidden(output)
 
-    hooks: dict[int, Callable] = {}
-    if ablate is not None and len(ablate.features):
-        hooks[ablate.layer] = _ablation_hook(ablate, keep)
     out = []
-    starts = range(0, len(prompts), batch_size)
-    with _hooks(model, hooks), contextlib.ExitStack() as stack:
-        h_read = blocks[layer].register_forward_hook(read)
+    with _hooks(model, [(a.layer, _ablation_hook(a, keep)) for a in abls]), contextlib.ExitStack() as stack:
+        h_read = read_mod.register_forward_hook(read)  # registered last: reads the ablated output
         stack.callback(h_read.remove)
-        for s in tqdm(starts, desc="forward", disable=not progress):
-            ids, lengths = _encode(tok, prompts[s : s + batch_size])
-            mask = torch.arange(ids.shape[1])[None] < lengths[:, None]
-            real = mask.clone()
-            real[:, 0] = False
-            keep["mask"] = real.to(device)
-            model(input_ids=ids.to(device), attention_mask=mask.long().to(device))
+        for s in tqdm(range(0, len(prompts), batch_size), desc="forward", disable=not progress):
+            ids, mask, real = _batch(tok, prompts[s : s + batch_size], device)
+            keep["mask"] = real
+            model(input_ids=ids, attention_mask=mask)
             h = store.pop("h").float()
-            m = keep["mask"].float()[..., None]
+            m = real.float()[..., None]
             out.append(((h * m).sum(1) / m.sum(1).clamp_min(1.0)).cpu())
     return torch.cat(out).numpy()
+
+
+def _site_saes(sae: Any, layer: int | None, saes: Mapping[int, Any] | None) -> tuple[dict[int, Any], bool]:
+    """``({layer: sae}, single)`` from either ``sae`` + ``layer`` or ``saes``."""
+    if saes is not None:
+        if sae is not None or layer is not None:
+            raise ValueError("give either sae= and layer= (one site) or saes={layer: sae} (several), not both")
+        if not saes:
+            raise ValueError("saes is empty; give at least one {layer: sae}")
+        return {_check_layer(k): v for k, v in sorted(saes.items())}, False
+    if sae is None or layer is None:
+        raise ValueError("give sae= and layer= (one site) or saes={layer: sae} (several sites)")
+    return {_check_layer(layer): sae}, True
 
 
 def feature_attributions(
@@ -170,64 +240,69 @@ def feature_attributions(
     tok: Any,
     prompts: Sequence[str],
     *,
-    sae: Any,
-    layer: int,
     readout_layer: int,
     readout: Callable[[Tensor], Tensor],
+    sae: Any = None,
+    layer: int | None = None,
+    saes: Mapping[int, Any] | None = None,
     batch_size: int = 64,
     progress: bool = False,
-) -> Float[np.ndarray, "n d_sae"]:
+) -> Float[np.ndarray, "n d_sae"] | dict[int, Float[np.ndarray, "n d_sae"]]:
     """Per-prompt attribution-patching scores ``sum_pos z_f * d readout / d z_f`` of every SAE feature.
 
     ``readout`` maps the pooled representation ``[batch, d_model]`` (as :func:`pooled_residual` computes
-    it at ``readout_layer``) to one scalar per prompt ``[batch]``, e.g. a linear probe's logit. The SAE
-    is spliced in at block ``layer``: the block output becomes ``decode(z) + err`` with ``err`` held fixed,
-    so the forward values are unchanged and gradients flow into the codes ``z`` (BOS and padding excluded).
+    it at ``readout_layer``) to one scalar per prompt ``[batch]``, e.g. a linear probe's logit. Sites: one
+    (``sae=``, ``layer=``; returns ``[n, d_sae]``) or several (``saes={layer: sae}``; returns
+    ``{layer: [n, d_sae]}``), all attributed in the same forward/backward pass. At each site the output
+    becomes ``h + decode(z) - stop_grad(decode(z))`` with ``z = encode(h)`` a leaf: the forward values are
+    unchanged, ``d/dz`` is the gradient through the decoder, and gradients to earlier sites still flow
+    through ``h`` (as through an SAE spliced in with its error term). BOS and padding are excluded.
     """
-    if isinstance(prompts, str) or len(prompts) == 0:
-        raise ValueError("prompts must be a non-empty list of strings")
-    if layer > readout_layer:
-        raise ValueError(f"SAE layer {layer} comes after the read-out layer {readout_layer}")
-    blocks = _blocks(model)
+    prompts = _check_prompts(prompts)
+    sites, single = _site_saes(sae, layer, saes)
+    late = [k for k in sites if k > readout_layer]
+    if late:
+        raise ValueError(f"SAE layer(s) {late} come after the read-out layer {readout_layer}")
+    read_mod = _site_module(model, readout_layer)
     device = next(model.parameters()).device
-    state: dict[str, Tensor] = {}
+    state: dict[Any, Tensor] = {}
 
-    def splice(_mod: Any, _inp: Any, output: Any) -> Any:
-        h = _hidden(output)
-        z = sae.encode(h.detach()).detach().requires_grad_(True)
-        err = (h - sae.decode(z)).detach()
-        state["z"] = z
-        return _replace(output, sae.decode(z) + err)
+    def splice(k: int, s: Any) -> Callable:
+        def fn(_mod: Any, _inp: Any, output: Any) -> Any:
+            h = _hidden(output)
+            z = s.encode(h.detach()).detach().requires_grad_(True)
+            state[k] = z
+            dec = s.decode(z)
+            return _replace(output, h + (dec - dec.detach()).to(h.dtype))
+        return fn
 
     def read(_mod: Any, _inp: Any, output: Any) -> None:
         state["h"] = _hidden(output)
 
     params = [p.requires_grad for p in model.parameters()]
-    out = []
+    out: dict[int, list[Tensor]] = {k: [] for k in sites}
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        with _hooks(model, {layer: splice}), contextlib.ExitStack() as stack:
-            h_read = blocks[readout_layer].register_forward_hook(read)
+        with _hooks(model, [(k, splice(k, s)) for k, s in sites.items()]), contextlib.ExitStack() as stack:
+            h_read = read_mod.register_forward_hook(read)
             stack.callback(h_read.remove)
             for s in tqdm(range(0, len(prompts), batch_size), desc="attribution", disable=not progress):
-                ids, lengths = _encode(tok, prompts[s : s + batch_size])
-                mask = torch.arange(ids.shape[1])[None] < lengths[:, None]
-                real = mask.clone()
-                real[:, 0] = False
-                real = real.to(device)
+                ids, mask, real = _batch(tok, prompts[s : s + batch_size], device)
                 with torch.enable_grad():
-                    model(input_ids=ids.to(device), attention_mask=mask.long().to(device))
-                    h, z = state.pop("h"), state.pop("z")
+                    model(input_ids=ids, attention_mask=mask)
+                    h = state.pop("h")
+                    zs = [state.pop(k) for k in sites]
                     m = real.to(h.dtype)[..., None]
                     pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
-                    r = readout(pooled)
-                    (grad,) = torch.autograd.grad(r.sum(), z)
-                out.append(((z * grad).detach() * real[..., None]).sum(1).float().cpu())
+                    grads = torch.autograd.grad(readout(pooled).sum(), zs)
+                for k, z, g in zip(sites, zs, grads):
+                    out[k].append(((z * g).detach() * real[..., None]).sum(1).float().cpu())
     finally:
         for p, g in zip(model.parameters(), params):
             p.requires_grad_(g)
-    return torch.cat(out).numpy()
+    res = {k: torch.cat(v).numpy() for k, v in out.items()}
+    return res[next(iter(sites))] if single else res
 
 
 @torch.no_grad()
@@ -236,45 +311,42 @@ def pooled_codes(
     tok: Any,
     prompts: Sequence[str],
     *,
-    sae: Any,
-    layer: int,
+    sae: Any = None,
+    layer: int | None = None,
+    saes: Mapping[int, Any] | None = None,
     batch_size: int = 128,
     progress: bool = False,
 ) -> Any:
-    """SAE codes of block ``layer``'s output, mean-pooled over each prompt's non-BOS tokens (CSR ``[n, d_sae]``).
-
-    One forward pass per batch that stops being useful after block ``layer`` (the rest of the model still
-    runs; the toy LM is small). Observational: nothing is edited.
+    """SAE codes mean-pooled over each prompt's non-BOS tokens: CSR ``[n, d_sae]`` for one site (``sae=``,
+    ``layer=``), or ``{layer: CSR}`` for several (``saes={layer: sae}``), from one forward pass per batch
+    that stops after the last site. Observational: nothing is edited.
     """
     import scipy.sparse as sp
 
-    if isinstance(prompts, str) or len(prompts) == 0:
-        raise ValueError("prompts must be a non-empty list of strings")
-    blocks = _blocks(model)
-    if not 0 <= layer < len(blocks):
-        raise ValueError(f"layer {layer} out of range; the model has blocks 0..{len(blocks) - 1}")
+    prompts = _check_prompts(prompts)
+    sites, single = _site_saes(sae, layer, saes)
+    last = max(sites)
     device = next(model.parameters()).device
-    store: dict[str, Tensor] = {}
+    store: dict[int, Tensor] = {}
 
-    def read(_mod: Any, _inp: Any, output: Any) -> None:
-        store["h"] = _hidden(output)
-        raise _StopForward
+    def read(k: int) -> Callable:
+        def fn(_mod: Any, _inp: Any, output: Any) -> None:
+            store[k] = _hidden(output)
+            if k == last:
+                raise _StopForward
+        return fn
 
-    out = []
-    handle = blocks[layer].register_forward_hook(read)
-    try:
+    out: dict[int, list] = {k: [] for k in sites}
+    with _hooks(model, [(k, read(k)) for k in sites]):
         for s in tqdm(range(0, len(prompts), batch_size), desc="codes", disable=not progress):
-            ids, lengths = _encode(tok, prompts[s : s + batch_size])
-            mask = torch.arange(ids.shape[1])[None] < lengths[:, None]
-            real = mask.clone()
-            real[:, 0] = False
-            try:  # the later blocks are not needed: stop the forward pass once block `layer` has run
-                model(input_ids=ids.to(device), attention_mask=mask.long().to(device))
+            ids, mask, real = _batch(tok, prompts[s : s + batch_size], device)
+            try:  # the later blocks are not needed: stop the forward pass once the last site has run
+                model(input_ids=ids, attention_mask=mask)
             except _StopForward:
                 pass
-            z = sae.encode(store.pop("h")) * real.to(device)[..., None]
-            pooled = z.sum(1) / real.sum(1, keepdim=True).to(z.dtype).clamp_min(1.0)
-            out.append(sp.csr_matrix(pooled.float().cpu().numpy()))
-    finally:
-        handle.remove()
-    return sp.vstack(out, format="csr")
+            n_real = real.sum(1, keepdim=True).clamp_min(1)
+            for k, sae_k in sites.items():
+                z = sae_k.encode(store.pop(k)) * real[..., None]
+                out[k].append(sp.csr_matrix((z.sum(1) / n_real.to(z.dtype)).float().cpu().numpy()))
+    res = {k: sp.vstack(v, format="csr") for k, v in out.items()}
+    return res[next(iter(sites))] if single else res

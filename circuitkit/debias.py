@@ -67,6 +67,8 @@ __all__ = [
     "evaluate",
     "load_bias_in_bios",
     "load_bios_splits",
+    "feature_gender_stats",
+    "iterative_selection",
     "marked_features",
     "rank_features",
     "run_debias",
@@ -75,7 +77,8 @@ __all__ = [
 ]
 
 METHODS = ("original", "oracle", "circuitlasso", "circuitlasso-retrain", "shift", "shift-retrain")
-TARGETS = ("prediction", "label")
+TARGETS = ("logit", "prediction", "label")
+LOSSES = ("auto", "logistic", "squared")
 
 # LabHC/bias_in_bios profession ids (its `profession` column)
 BIAS_IN_BIOS_PROFESSIONS = (
@@ -233,39 +236,69 @@ def load_bias_in_bios(
 # configuration
 # --------------------------------------------------------------------------------------------------
 
+SELECTIONS = ("purity", "auroc")
+
 
 @dataclass
 class DebiasConfig:
-    """Settings of :func:`run_debias` (all validated in ``__post_init__``)."""
+    """Settings of :func:`run_debias` (all validated in ``__post_init__``).
+
+    ``sae_layers``: the SAE sites whose features are ranked and ablated (``-1`` = the embedding,
+    ``L0.resid_pre``; ``l`` = block ``l``'s output, ``L{l}.resid_post``); ``readout_layer``: the block whose
+    mean-pooled output the classifier reads. ``n_candidates``: how many top-ranked features the automatic
+    rule examines; ``selection``/``min_purity``/``min_support``/``min_gender_auc``: the rule
+    (:func:`select_features`).
+    """
 
     n_train: int = 1000
     n_test: int = 1000
     seed: int = 0
     professions: tuple[str, ...] = ("nurse", "professor")
     profession_signal: float = 0.8
-    sae_layer: int = 1
+    sae_layers: tuple[int, ...] = (-1, 0, 1, 2, 3)
     readout_layer: int = 3
     C: float = 1.0
-    target: Literal["prediction", "label"] = "prediction"
-    n_alphas: int = 12
-    n_candidates: int = 20
+    target: Literal["logit", "prediction", "label"] = "logit"
+    n_alphas: int = 30
+    alpha_min_ratio: float = 0.01
+    n_candidates: int = 400
+    selection: Literal["purity", "auroc"] = "purity"
+    min_purity: float = 0.7
+    min_support: int = 3
     min_gender_auc: float = 0.6
+    max_rounds: int = 8
     batch_size: int = 128
 
     def __post_init__(self) -> None:
+        _check_pos_int("max_rounds", self.max_rounds)
         _check_pos_int("n_train", self.n_train)
         _check_pos_int("n_test", self.n_test)
         _check_pos_int("n_alphas", self.n_alphas)
         _check_pos_int("n_candidates", self.n_candidates)
+        _check_pos_int("min_support", self.min_support)
         _check_pos_int("batch_size", self.batch_size)
         if self.target not in TARGETS:
             raise ValueError(f"unknown target {self.target!r}; valid choices: {list(TARGETS)}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {self.selection!r}; valid choices: {list(SELECTIONS)}")
         if not (isinstance(self.C, (int, float)) and self.C > 0):
             raise ValueError(f"C must be > 0, got {self.C!r}")
+        if not 0 < self.alpha_min_ratio < 1:
+            raise ValueError(f"alpha_min_ratio must be in (0, 1), got {self.alpha_min_ratio!r}")
         if not 0.5 <= self.min_gender_auc < 1:
             raise ValueError(f"min_gender_auc must be in [0.5, 1), got {self.min_gender_auc!r}")
-        if not (0 <= self.sae_layer <= self.readout_layer):
-            raise ValueError(f"need 0 <= sae_layer <= readout_layer, got {self.sae_layer}, {self.readout_layer}")
+        if not 0.5 < self.min_purity <= 1:
+            raise ValueError(f"min_purity must be in (0.5, 1], got {self.min_purity!r}")
+        if isinstance(self.sae_layers, (int, np.integer)):
+            self.sae_layers = (int(self.sae_layers),)
+        layers = tuple(int(v) for v in self.sae_layers)
+        if not layers or len(set(layers)) != len(layers):
+            raise ValueError(f"sae_layers must be distinct layer indices, got {self.sae_layers!r}")
+        bad = [v for v in layers if not -1 <= v <= self.readout_layer]
+        if bad:
+            raise ValueError(f"sae_layers {bad} out of range; valid: -1 (embedding) .. readout_layer="
+                             f"{self.readout_layer}")
+        self.sae_layers = tuple(sorted(layers))
         self.professions = tuple(self.professions)
 
     def to_dict(self) -> dict[str, Any]:
@@ -330,22 +363,79 @@ class ProfessionProbe:
 # --------------------------------------------------------------------------------------------------
 
 
+def _layer_of(site: str) -> int | None:
+    """``'L0.resid_pre' -> -1``, ``'L{l}.resid_post' -> l``; other sites -> None (rankable, not ablatable)."""
+    if site == "L0.resid_pre" or site == "embed":
+        return -1
+    if site.startswith("L") and site.endswith(".resid_post") and site[1:-len(".resid_post")].isdigit():
+        return int(site[1:-len(".resid_post")])
+    return None
+
+
 @dataclass
 class FeatureRanking:
-    """Features of one SAE site ranked by dataset-level importance.
+    """SAE features of one or more sites ranked by dataset-level importance.
 
-    ``importance[p]``: ``|A_p|`` (CircuitLasso) or the mean absolute attribution (SHIFT); ``scores``:
-    per-prompt scores ``[n_prompts, d_sae]`` (``|A| * |z|`` or ``|attribution|``); ``coef``: the signed
-    coefficients / mean attributions; ``seconds``: wall time of the ranking (see ``meta['timed']``).
+    Features are indexed globally: site ``sites[s]`` holds the ``widths[s]`` indices from ``offsets[s]``
+    (the sites' columns concatenated in ``sites`` order). ``importance[g]``: ``|A_g|`` (CircuitLasso) or the
+    mean absolute attribution (SHIFT); ``scores``: per-prompt scores ``[n_prompts, n_features]``
+    (``|A| * |z|`` or ``|attribution|``); ``coef``: the signed coefficients / mean attributions;
+    ``seconds``: wall time of the ranking (see ``meta['timed']``).
     """
 
     method: str
-    site: str
+    sites: tuple[str, ...]
     importance: np.ndarray
     coef: np.ndarray
     scores: Any
     seconds: float
     meta: dict[str, Any] = field(default_factory=dict)
+    widths: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sites, str):
+            self.sites = (self.sites,)
+        self.sites = tuple(self.sites)
+        if not self.widths:
+            if len(self.sites) != 1:
+                raise ValueError("widths are needed when a ranking covers several sites")
+            self.widths = (int(len(self.importance)),)
+        self.widths = tuple(int(w) for w in self.widths)
+        if sum(self.widths) != len(self.importance):
+            raise ValueError(f"widths {self.widths} do not add up to the {len(self.importance)} features")
+
+    @property
+    def site(self) -> str:
+        """The site, for a single-site ranking."""
+        if len(self.sites) != 1:
+            raise ValueError(f"this ranking covers several sites {list(self.sites)}; use .sites")
+        return self.sites[0]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.widths)[:-1]]).astype(np.int64)
+
+    def locate(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(site position, local feature index)`` of global feature indices."""
+        g = np.asarray(index, dtype=np.int64)
+        if g.size and (g.min() < 0 or g.max() >= len(self.importance)):
+            raise ValueError(f"feature indices out of range; valid: 0..{len(self.importance) - 1}")
+        s = np.searchsorted(self.offsets, g, side="right") - 1
+        return s, g - self.offsets[s]
+
+    def nodes(self, index: Any) -> list[str]:
+        from .circuit import feature_node
+
+        s, f = self.locate(index)
+        return [feature_node(self.sites[int(a)], int(b)) for a, b in zip(np.atleast_1d(s), np.atleast_1d(f))]
+
+    def by_site(self, index: Iterable[int]) -> dict[str, list[int]]:
+        """Global indices grouped as ``{site: sorted local indices}`` (sites with none left out)."""
+        s, f = self.locate(np.asarray(list(index), dtype=np.int64))
+        out: dict[str, list[int]] = {}
+        for a, b in zip(np.atleast_1d(s), np.atleast_1d(f)):
+            out.setdefault(self.sites[int(a)], []).append(int(b))
+        return {k: sorted(v) for k, v in out.items()}
 
     @property
     def order(self) -> np.ndarray:
@@ -357,45 +447,66 @@ class FeatureRanking:
         return [int(p) for p in self.order[:k]]
 
     def table(self, k: int | None = None) -> pd.DataFrame:
-        from .circuit import feature_node
-
         order = self.order if k is None else self.order[:k]
-        return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "feature": order,
-                             "node": [feature_node(self.site, p) for p in order],
-                             "importance": self.importance[order], "coef": self.coef[order]})
+        s, f = self.locate(order)
+        return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "index": order,
+                             "site": [self.sites[int(a)] for a in s], "feature": f.astype(int),
+                             "node": self.nodes(order), "importance": self.importance[order],
+                             "coef": self.coef[order]})
 
     def circuit(self, k: int | None = None) -> Any:
         """A :class:`~circuitkit.circuit.Circuit` with the ranked features and edges ``feature -> y`` (score
         = importance) for the explorer."""
-        from .circuit import Circuit, feature_node
+        from .circuit import Circuit
 
-        order = self.order if k is None else self.order[:k]
-        nodes = pd.DataFrame({"node": [feature_node(self.site, p) for p in order] + ["y"],
-                              "site": [self.site] * len(order) + [""],
-                              "kind": ["feature"] * len(order) + ["target"],
-                              "feature": [int(p) for p in order] + [-1], "label": [""] * len(order) + ["profession"]})
-        edges = pd.DataFrame({"source": nodes["node"].iloc[: len(order)].to_numpy(), "target": "y",
-                              "weight": self.coef[order].astype(float), "score": self.importance[order]})
+        t = self.table(k)
+        n = len(t)
+        nodes = pd.DataFrame({"node": t["node"].tolist() + ["y"], "site": t["site"].tolist() + [""],
+                              "kind": ["feature"] * n + ["target"], "feature": t["feature"].tolist() + [-1],
+                              "label": [""] * n + ["profession"]})
+        edges = pd.DataFrame({"source": t["node"].to_numpy(), "target": "y",
+                              "weight": t["coef"].astype(float).to_numpy(), "score": t["importance"].to_numpy()})
         return Circuit(nodes, edges, None, {"method": self.method, "seconds": self.seconds, **self.meta})
 
 
-def _as_codes(codes: Any) -> sp.csr_matrix:
-    if hasattr(codes, "codes") and hasattr(codes, "index"):  # Features: pool rows per prompt
-        feats = codes
-        if len(feats.sites) != 1:
-            raise ValueError(f"rank_features ranks one site at a time; these Features hold {feats.sites}")
-        c = sp.csr_matrix(feats[feats.sites[0]])
-        prompts = feats.index["prompt"].to_numpy()
-        uniq, inv = np.unique(prompts, return_inverse=True)
-        counts = np.bincount(inv).astype(np.float64)
-        P = sp.csr_matrix((1.0 / counts[inv], (inv, np.arange(len(inv)))), shape=(len(uniq), len(inv)))
-        return sp.csr_matrix(P @ c)
+def _pool_features(feats: Any) -> tuple[sp.csr_matrix, tuple[str, ...], tuple[int, ...]]:
+    """Pool a :class:`~circuitkit.sae.Features`' rows per prompt (mean), every site, concatenated."""
+    prompts = feats.index["prompt"].to_numpy()
+    uniq, inv = np.unique(prompts, return_inverse=True)
+    counts = np.bincount(inv).astype(np.float64)
+    P = sp.csr_matrix((1.0 / counts[inv], (inv, np.arange(len(inv)))), shape=(len(uniq), len(inv)))
+    blocks = [sp.csr_matrix(P @ sp.csr_matrix(feats[s])) for s in feats.sites]
+    return sp.hstack(blocks, format="csr"), tuple(feats.sites), tuple(b.shape[1] for b in blocks)
+
+
+def _as_codes(codes: Any, site: str | None = None) -> sp.csr_matrix:
+    return _codes_with_sites(codes, site)[0]
+
+
+def _codes_with_sites(codes: Any, site: str | None) -> tuple[sp.csr_matrix, tuple[str, ...], tuple[int, ...]]:
+    """``(CSR [prompts, features], sites, widths)`` from a matrix, ``{layer or site: matrix}`` or Features."""
+    from .ablate import site_name
+
+    if hasattr(codes, "codes") and hasattr(codes, "index"):
+        return _pool_features(codes)
+    if isinstance(codes, dict):
+        if not codes:
+            raise ValueError("codes is an empty dict; give {layer or site: [prompts, features] matrix}")
+        items = sorted(codes.items(), key=lambda kv: _layer_of(kv[0]) if isinstance(kv[0], str) else kv[0])
+        names = tuple(k if isinstance(k, str) else site_name(k) for k, _ in items)
+        mats = [_as_codes(v) for _, v in items]
+        rows = {m.shape[0] for m in mats}
+        if len(rows) != 1:
+            raise ValueError(f"the sites' code matrices have different numbers of rows {sorted(rows)}")
+        return sp.hstack(mats, format="csr"), names, tuple(m.shape[1] for m in mats)
     if sp.issparse(codes):
-        return sp.csr_matrix(codes, dtype=np.float64)
-    a = np.asarray(codes, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"codes must be a 2-D [prompts, features] matrix or Features, got shape {a.shape}")
-    return sp.csr_matrix(a)
+        X = sp.csr_matrix(codes, dtype=np.float64)
+    else:
+        a = np.asarray(codes, dtype=np.float64)
+        if a.ndim != 2:
+            raise ValueError(f"codes must be a 2-D [prompts, features] matrix or Features, got shape {a.shape}")
+        X = sp.csr_matrix(a)
+    return X, (site or "L1.resid_post",), (X.shape[1],)
 
 
 def rank_features(
@@ -407,49 +518,87 @@ def rank_features(
     n_alphas: int = 12,
     alpha_min_ratio: float = 0.02,
     max_features: int | None = None,
+    loss: str = "auto",
+    exclude: Iterable[int] | None = None,
+    solver: str = "fast",
     tol: float = 1e-6,
 ) -> FeatureRanking:
-    """CircuitLasso's prediction-target fit: L1 logistic regression of binary ``y`` on standardised codes.
+    """CircuitLasso's prediction-target fit: an L1 model of ``y`` on standardised codes.
 
-    ``codes``: ``[n_prompts, d_sae]`` (dense or sparse; per-prompt pooled SAE codes) or single-site
-    :class:`~circuitkit.sae.Features` (rows pooled per prompt by their mean). Each column is scaled to unit
-    variance (never-active columns get coefficient 0), so ``|A|`` compares features. The path runs from
-    ``alpha_max`` (empty model) down ``n_alphas`` geometric steps to ``alpha_max * alpha_min_ratio``
+    ``loss``: ``"logistic"`` (L1 logistic regression of a binary label; skglm), ``"squared"`` (the Lasso of a
+    continuous target such as the classifier's logit; celer, ``y`` centred), or ``"auto"``: logistic when
+    ``y`` holds exactly two values, squared when it holds more. ``exclude``: feature indices left out of the
+    fit (coefficient 0), e.g. features already removed in an earlier round. ``solver``: the Lasso solver of the
+    squared loss (``"fast"``, the Gram-based coordinate descent of :mod:`circuitkit.fit.fast`, or ``"celer"``).
+
+    ``codes``: ``[n_prompts, d_sae]`` (dense or sparse; per-prompt pooled SAE codes of ``site``), a dict
+    ``{layer or site: [n_prompts, d_sae]}`` of several sites (one joint fit over their concatenated
+    features; layer ``-1`` is ``L0.resid_pre``, ``l`` is ``L{l}.resid_post``), or
+    :class:`~circuitkit.sae.Features` (rows pooled per prompt by their mean, every site). Each column is
+    scaled to unit variance (never-active columns get coefficient 0), so ``|A|`` compares features. The path
+    runs from ``alpha_max`` (empty model) down ``n_alphas`` geometric steps to ``alpha_max * alpha_min_ratio``
     (warm starts, skglm prox-Newton: :func:`circuitkit.fit.lasso.logistic_path`, the solver
     ``CircuitLasso.fit(features, y)`` uses) and one point is kept: ``alpha`` if given; else the sparsest
-    point with at least ``max_features`` nonzeros if given; else the BIC minimiser
-    (deviance + df log n), as CircuitLasso selects. Returns a :class:`FeatureRanking`: importance
-    ``|A|``, per-prompt scores ``|A| * |z|`` (standardised ``z``), and the wall time.
+    point with at least ``max_features`` nonzeros if given (the last point if none has that many); else the
+    BIC minimiser (deviance + df log n), as CircuitLasso selects. Returns a :class:`FeatureRanking`:
+    importance ``|A|``, per-prompt scores ``|A| * |z|`` (standardised ``z``), and the wall time.
     """
     from .fit.lasso import logistic_path
 
     t0 = time.perf_counter()
-    X = _as_codes(codes)
+    X, sites, widths = _codes_with_sites(codes, site)
     yv = np.asarray(y).ravel()
     if yv.shape[0] != X.shape[0]:
         raise ValueError(f"y has {yv.shape[0]} entries but codes have {X.shape[0]} rows (prompts)")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; valid choices: {list(LOSSES)}")
     classes = np.unique(yv)
-    if classes.size != 2:
-        raise ValueError(f"y must hold exactly 2 classes for the logistic prediction target, got {classes.tolist()}")
+    if classes.size < 2:
+        raise ValueError(f"y holds a single class/value {classes[:3].tolist()}; nothing to predict")
+    if loss == "auto":
+        loss = "logistic" if classes.size == 2 else "squared"
+    if loss == "logistic" and classes.size != 2:
+        raise ValueError(f"y must hold exactly 2 classes for the logistic prediction target, got {classes.size} "
+                         "distinct values; use loss='squared' for a continuous target")
     if alpha is not None and not alpha > 0:
         raise ValueError(f"alpha must be > 0 or None, got {alpha!r}")
-    ys = np.where(yv == classes[1], 1.0, -1.0)
+    if max_features is not None:
+        _check_pos_int("max_features", max_features)
     n, d = X.shape
     mean = np.asarray(X.mean(axis=0)).ravel()
     var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
     sd = np.sqrt(np.maximum(var, 0.0))
-    alive = np.flatnonzero(sd > 1e-10)
+    ok = sd > 1e-10
+    if exclude is not None:
+        ex = np.asarray(list(exclude), dtype=np.int64)
+        if ex.size and (ex.min() < 0 or ex.max() >= d):
+            raise ValueError(f"exclude holds feature indices out of range; valid: 0..{d - 1}")
+        ok[ex] = False
+    alive = np.flatnonzero(ok)
     if alive.size == 0:
         raise ValueError("no SAE feature varies across the prompts; nothing to rank")
     Xs = sp.csc_matrix(X[:, alive] @ sp.diags(1.0 / sd[alive]))
+    if loss == "logistic":
+        ys = np.where(yv == classes[1], 1.0, -1.0)
+        t = (ys + 1) / 2
+    else:
+        ys = yv.astype(np.float64) - float(yv.mean())
+        t = ys
+    offset = mean[alive] / sd[alive]
     if alpha is not None:
         alphas = np.array([float(alpha)])
     else:
-        p1 = (ys + 1) / 2
-        grad = np.abs(Xs.T @ (p1 - p1.mean()) - 0.0) / n
+        grad = np.abs(Xs.T @ (t - t.mean())) / n  # centring t makes the column offsets irrelevant
         amax = float(grad.max()) if grad.size else 1.0
         alphas = amax * np.geomspace(1.0, alpha_min_ratio, n_alphas)
-    coefs, devs = logistic_path(Xs, ys, alphas, tol=tol)
+    if loss == "logistic":
+        coefs, devs = logistic_path(Xs, ys, alphas, tol=tol)
+    else:
+        from .fit.solvers import get_solver
+
+        res = get_solver(solver).path(Xs, ys[:, None], alphas, offset=offset, tol=tol)
+        coefs = [np.asarray(c.toarray()).ravel() for c in res.coefs]
+        devs = list(n * np.log(np.maximum(res.rss[:, 0], 1e-300) / n))  # Gaussian deviance up to a constant
     nnz = np.array([np.count_nonzero(c) for c in coefs])
     if alpha is not None:
         k = 0
@@ -460,17 +609,18 @@ def rank_features(
         k = int(np.argmin(np.asarray(devs) + nnz * np.log(n)))
     w = np.zeros(d)
     w[alive] = coefs[k]
-    # first alpha at which each feature enters the path: breaks ties among features kept at alpha_k
+    # first alpha at which each feature enters the path
     entry = np.full(d, np.inf)
     for j in range(len(alphas) - 1, -1, -1):
         entry[alive[np.flatnonzero(coefs[j])]] = j
     importance = np.abs(w)
     scores = sp.csr_matrix(X.multiply(1.0 / np.where(sd > 0, sd, 1.0)).multiply(importance[None, :]))
     seconds = time.perf_counter() - t0
-    return FeatureRanking("circuitlasso", site, importance, w, scores, seconds,
+    return FeatureRanking("circuitlasso", sites, importance, w, scores, seconds,
                           {"alpha": float(alphas[k]), "alphas": alphas.tolist(), "n_nonzero": int(nnz[k]),
-                           "path_nnz": nnz.tolist(), "entry_index": entry, "classes": classes.tolist(),
-                           "timed": "L1-logistic path on pooled codes"})
+                           "path_nnz": nnz.tolist(), "entry_index": entry, "loss": loss,
+                           "classes": classes.tolist() if loss == "logistic" else None,
+                           "timed": f"L1 {loss} path on pooled codes"}, widths)
 
 
 def shift_ranking(
@@ -478,27 +628,28 @@ def shift_ranking(
     tok: Any,
     prompts: Sequence[str],
     *,
-    sae: Any,
-    sae_layer: int,
+    saes: dict[int, Any],
     readout_layer: int,
     probe: ProfessionProbe,
-    site: str | None = None,
     batch_size: int = 64,
     progress: bool = False,
 ) -> FeatureRanking:
-    """SHIFT-style ranking: attribution patching of every feature to the probe's logit (real gradients).
+    """SHIFT-style ranking: attribution patching of every feature of every site in ``saes`` (``{layer: sae}``,
+    ``-1`` = the embedding) to the probe's logit, with real gradients, all sites in one backward pass.
 
     Importance of feature ``f`` = mean over prompts of ``|sum_pos z_f * d logit / d z_f|``
     (:func:`circuitkit.ablate.feature_attributions`); ``seconds`` covers the forward and backward passes.
     """
-    from .ablate import feature_attributions
+    from .ablate import feature_attributions, site_name
 
     t0 = time.perf_counter()
-    attr = feature_attributions(model, tok, list(prompts), sae=sae, layer=sae_layer, readout_layer=readout_layer,
+    attr = feature_attributions(model, tok, list(prompts), saes=saes, readout_layer=readout_layer,
                                 readout=probe.torch_readout(), batch_size=batch_size, progress=progress)
+    A = np.hstack([attr[k] for k in sorted(attr)])
     seconds = time.perf_counter() - t0
-    return FeatureRanking("shift", site or f"L{sae_layer}.resid_post", np.abs(attr).mean(0), attr.mean(0),
-                          np.abs(attr), seconds, {"timed": "forward + backward passes over the prompts"})
+    return FeatureRanking("shift", tuple(site_name(k) for k in sorted(attr)), np.abs(A).mean(0), A.mean(0),
+                          np.abs(A), seconds, {"timed": "forward + backward passes over the prompts"},
+                          tuple(attr[k].shape[1] for k in sorted(attr)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -515,62 +666,136 @@ def _auc(x: np.ndarray, y: np.ndarray) -> float:
     return max(a, 1 - a)
 
 
+def feature_gender_stats(codes: Any, df: pd.DataFrame, features: Sequence[int]) -> pd.DataFrame:
+    """How gender-specific each feature is on (balanced) bios ``df``: ``support`` (bios in which it fires),
+    ``female_frac`` (share of female bios among them), ``gender_purity`` = max(female_frac, 1 - female_frac),
+    ``profession_purity`` (the largest share of one profession among them), and single-feature AUROCs
+    ``gender_auc``/``profession_auc`` (folded to >= 0.5)."""
+    X = sp.csc_matrix(_as_codes(codes))
+    if X.shape[0] != len(df):
+        raise ValueError(f"codes have {X.shape[0]} rows but the bios frame has {len(df)}")
+    feats = np.asarray(list(features), dtype=np.int64)
+    if feats.size and (feats.min() < 0 or feats.max() >= X.shape[1]):
+        raise ValueError(f"feature indices out of range; valid: 0..{X.shape[1] - 1}")
+    fem = (df["gender"].to_numpy() == "female")
+    lab = df["label"].to_numpy()
+    labs = np.unique(lab)
+    rows = []
+    for p in feats:
+        col = X[:, int(p)].toarray().ravel()
+        act = col > 0
+        n = int(act.sum())
+        ff = float(fem[act].mean()) if n else 0.5
+        pp = float(max((lab[act] == c).mean() for c in labs)) if n else 1.0 / len(labs)
+        rows.append({"support": n, "female_frac": ff, "gender_purity": max(ff, 1 - ff), "profession_purity": pp,
+                     "gender_auc": _auc(col, fem.astype(int)),
+                     "profession_auc": max(_auc(col, (lab == c).astype(int)) for c in labs)})
+    return pd.DataFrame(rows, index=feats)
+
+
 def select_features(
     ranking: FeatureRanking,
     heldout_codes: Any,
     heldout: pd.DataFrame,
     *,
-    n_candidates: int = 20,
+    n_candidates: int = 400,
+    rule: str = "purity",
+    min_purity: float = 0.7,
+    min_support: int = 3,
     min_gender_auc: float = 0.6,
+    warn_if_empty: bool = True,
 ) -> pd.DataFrame:
-    """Automatic selection (a proxy for a human reading the features' contexts; module docstring).
+    """Automatic selection of spurious (gender) features -- **a proxy for human judgement** (a person would
+    read each feature's top contexts and mark those about names and pronouns).
 
-    For each of the ``n_candidates`` top-ranked features: its single-feature AUROC (folded to >= 0.5) for
-    gender and for profession on the balanced ``heldout`` split. Selected: ``gender_auc >= min_gender_auc``
-    and ``gender_auc > profession_auc``. Returns the candidate table with a ``selected`` column.
+    The ``n_candidates`` top-ranked features are scored on the balanced ``heldout`` bios
+    (:func:`feature_gender_stats`; ``heldout_codes`` in the ranking's feature order: a matrix, or a dict of
+    sites). ``rule="purity"`` (default): selected if the feature fires in at least ``min_support`` bios, at
+    least ``min_purity`` of them of one gender, and it is more gender- than profession-specific
+    (``gender_purity - 1/2 > profession_purity - 1/n_professions``). This catches the many rare features of
+    single names, which no single-feature AUROC can. ``rule="auroc"``: ``gender_auc >= min_gender_auc`` and
+    ``gender_auc > profession_auc``. Returns the candidate table with the statistics and ``selected``.
     """
     _check_pos_int("n_candidates", n_candidates)
+    if rule not in SELECTIONS:
+        raise ValueError(f"unknown rule {rule!r}; valid choices: {list(SELECTIONS)}")
     X = _as_codes(heldout_codes)
     if X.shape[0] != len(heldout):
         raise ValueError(f"heldout_codes have {X.shape[0]} rows but heldout has {len(heldout)}")
-    g = (heldout["gender"].to_numpy() == "female").astype(int)
-    lab = heldout["label"].to_numpy()
+    if X.shape[1] != len(ranking.importance):
+        raise ValueError(f"heldout_codes have {X.shape[1]} features but the ranking has {len(ranking.importance)}")
     cand = ranking.table(n_candidates)
-    Xc = sp.csc_matrix(X)
-    ga, pa = [], []
-    for p in cand["feature"]:
-        col = Xc[:, int(p)].toarray().ravel()
-        ga.append(_auc(col, g))
-        pa.append(max(_auc(col, (lab == c).astype(int)) for c in np.unique(lab)))
-    cand["gender_auc"] = ga
-    cand["profession_auc"] = pa
-    cand["selected"] = (cand["gender_auc"] >= min_gender_auc) & (cand["gender_auc"] > cand["profession_auc"])
-    if not cand["selected"].any():
-        logger.warning("select_features: none of the top %d features passes gender AUROC >= %.2f", n_candidates,
-                       min_gender_auc)
+    stats = feature_gender_stats(X, heldout, cand["index"].to_numpy())
+    for c in stats.columns:
+        cand[c] = stats[c].to_numpy()
+    n_prof = max(heldout["label"].nunique(), 2)
+    if rule == "purity":
+        cand["selected"] = ((cand["support"] >= min_support) & (cand["gender_purity"] >= min_purity)
+                            & (cand["gender_purity"] - 0.5 > cand["profession_purity"] - 1.0 / n_prof))
+    else:
+        cand["selected"] = (cand["gender_auc"] >= min_gender_auc) & (cand["gender_auc"] > cand["profession_auc"])
+    if warn_if_empty and not cand["selected"].any():
+        logger.warning("select_features: none of the top %d features passes the %s rule", n_candidates, rule)
     return cand
 
 
-def marked_features(explorer: Any, *, site: str | None = None) -> list[int]:
-    """Feature indices of the SAE-feature nodes marked in a ``CircuitExplorer`` (``explorer.marked``).
+def iterative_selection(
+    codes: Any,
+    y: Any,
+    heldout_codes: Any,
+    heldout: pd.DataFrame,
+    *,
+    rounds: int = 8,
+    n_candidates: int = 400,
+    n_alphas: int = 30,
+    alpha_min_ratio: float = 0.01,
+    loss: str = "auto",
+    **rule: Any,
+) -> tuple[FeatureRanking, pd.DataFrame]:
+    """CircuitLasso ranking and automatic selection, repeated on what is left.
 
-    Only nodes of ``site`` (default: the site of the marked features, which must be one) are allowed.
+    A sparse fit keeps one of several redundant carriers of the same signal (one pronoun feature stands in
+    for every name feature), so one round finds only part of the spurious features. Each round fits
+    :func:`rank_features` (path down to ``n_candidates`` nonzeros) with the features selected so far
+    excluded, and applies :func:`select_features` (``rule``) to its top ``n_candidates``; it stops when a
+    round selects nothing new, or after ``rounds``. Returns the first round's ranking (``meta['rounds']``,
+    ``meta['selected_per_round']``) and all rounds' candidate tables stacked, with a ``round`` column.
     """
+    _check_pos_int("rounds", rounds)
+    chosen: list[int] = []
+    tables = []
+    first = None
+    per_round = []
+    for r in range(rounds):
+        ranking = rank_features(codes, y, n_alphas=n_alphas, alpha_min_ratio=alpha_min_ratio,
+                                max_features=n_candidates, loss=loss, exclude=chosen)
+        first = first or ranking
+        sel = select_features(ranking, heldout_codes, heldout, n_candidates=n_candidates, warn_if_empty=r == 0,
+                              **rule)
+        sel.insert(0, "round", r)
+        tables.append(sel)
+        new = sel.loc[sel["selected"], "index"].astype(int).tolist()
+        per_round.append(len(new))
+        if not new:
+            break
+        chosen.extend(new)
+    assert first is not None
+    first.meta.update(rounds=len(per_round), selected_per_round=per_round)
+    return first, pd.concat(tables, ignore_index=True)
+
+
+def marked_features(explorer: Any) -> dict[str, list[int]]:
+    """The SAE-feature nodes marked in a ``CircuitExplorer`` (``explorer.marked``), as ``{site: [features]}``."""
     marked = sorted(getattr(explorer, "marked", set()))
     if not marked:
         raise ValueError("no features are marked; call explorer.mark('L1.resid_post/f12') (or click nodes) first")
-    sites, feats = set(), []
+    out: dict[str, list[int]] = {}
     for n in marked:
         s, _, f = str(n).rpartition("/f")
         if not s or not f.isdigit():
             raise ValueError(f"marked node {n!r} is not an SAE feature node ('site/f<index>')")
-        sites.add(s)
-        feats.append(int(f))
-    want = site or (sites.pop() if len(sites) == 1 else None)
-    if want is None or any(not str(n).startswith(want + "/f") for n in marked):
-        raise ValueError(f"marked features come from several sites {sorted(sites | {want} - {None})}; "
-                         "ablate one site at a time")
-    return sorted(feats)
+        out.setdefault(s, []).append(int(f))
+    return {k: sorted(v) for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -582,24 +807,41 @@ def ablate(
     model: Any,
     tok: Any,
     prompts: Sequence[str],
-    features: Iterable[int],
+    features: dict[str, Sequence[int]] | Sequence[int],
     *,
-    sae: Any,
-    sae_layer: int,
+    saes: dict[int, Any] | None = None,
+    sae: Any = None,
+    sae_layer: int | None = None,
     readout_layer: int,
     batch_size: int = 128,
 ) -> np.ndarray:
-    """The pooled representation at ``readout_layer`` with SAE ``features`` zero-ablated at ``sae_layer``.
+    """The pooled representation at ``readout_layer`` with SAE features zero-ablated inside the forward pass.
 
-    ``features`` must be a non-empty collection of indices in ``0 .. d_sae - 1`` (else ``ValueError``).
+    ``features``: ``{site: [indices]}`` (sites ``L0.resid_pre`` or ``L{l}.resid_post``, SAEs from
+    ``saes={layer: sae}``) -- what :func:`marked_features` and ``FeatureRanking.by_site`` return -- or a list
+    of indices of the single SAE ``sae`` at ``sae_layer``. An empty selection, an unknown site, a site
+    without an SAE or an index outside ``0 .. d_sae - 1`` raise ``ValueError``.
     """
-    from .ablate import FeatureAblation, pooled_residual
+    from .ablate import FeatureAblation, pooled_residual, site_name
 
-    feats = list(features)
-    if not feats:
+    if isinstance(features, dict):
+        if saes is None:
+            raise ValueError("give saes={layer: sae} for a {site: features} selection")
+        by_name = {site_name(k): (k, v) for k, v in saes.items()}
+        abls = []
+        for s, feats in features.items():
+            if s not in by_name:
+                raise ValueError(f"no SAE for site {s!r}; sites with an SAE: {sorted(by_name)}")
+            if len(list(feats)):
+                abls.append(FeatureAblation(sae=by_name[s][1], layer=by_name[s][0], features=list(feats)))
+    else:
+        if sae is None or sae_layer is None:
+            raise ValueError("give sae= and sae_layer= for a list of feature indices")
+        feats = list(features)
+        abls = [FeatureAblation(sae=sae, layer=sae_layer, features=feats)] if feats else []
+    if not abls:
         raise ValueError("empty selection: give at least one feature index to ablate")
-    spec = FeatureAblation(sae=sae, layer=sae_layer, features=feats)
-    return pooled_residual(model, tok, list(prompts), layer=readout_layer, ablate=spec, batch_size=batch_size)
+    return pooled_residual(model, tok, list(prompts), layer=readout_layer, ablate=abls, batch_size=batch_size)
 
 
 def worst_group_accuracy(pred: np.ndarray, df: pd.DataFrame) -> float:
@@ -645,17 +887,22 @@ class DebiasResult:
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.records)
 
+    def features_matrix(self) -> sp.csr_matrix:
+        """The ``train`` split's pooled SAE codes of every site, concatenated in the rankings' feature order."""
+        if self.features is None:
+            raise ValueError("no codes were kept (CircuitLasso was not run)")
+        return _as_codes(self.features)
 
-def _warm_up(model: Any, tok: Any, prompts: list[str], *, sae: Any, cfg: DebiasConfig,
+
+def _warm_up(model: Any, tok: Any, prompts: list[str], *, saes: dict[int, Any], cfg: DebiasConfig,
              probe: ProfessionProbe) -> None:
     """Run both rankings once on a few prompts so first-call costs (numba JIT of skglm, autograd set-up)
     are not timed."""
     from .ablate import feature_attributions
 
-    rng = np.random.default_rng(0)
     X = sp.random(16, 8, density=0.5, random_state=0, format="csr")
-    rank_features(X, rng.integers(0, 2, 16) * 0 + np.arange(16) % 2, n_alphas=2)
-    feature_attributions(model, tok, prompts, sae=sae, layer=cfg.sae_layer, readout_layer=cfg.readout_layer,
+    rank_features(X, np.arange(16) % 2, n_alphas=2)
+    feature_attributions(model, tok, prompts, saes=saes, readout_layer=cfg.readout_layer,
                          readout=probe.torch_readout(), batch_size=len(prompts))
 
 
@@ -664,18 +911,19 @@ def run_debias(
     *,
     model: Any = None,
     tokenizer: Any = None,
-    sae: Any = None,
+    saes: dict[int, Any] | None = None,
     quick: bool = False,
     methods: Sequence[str] = METHODS,
     progress: bool = False,
 ) -> DebiasResult:
-    """The whole comparison on the synthetic task (toy LM and its SAE unless given). ``quick`` shrinks the
-    splits to 400 bios. ``seconds``: ranking time for ``circuitlasso`` (the pooled-code forward pass,
-    no gradients, + the L1-logistic path) and ``shift`` (forward + backward passes); classifier training
-    time for ``original``/``oracle``; ``*-retrain`` adds retraining to its ranking time."""
+    """The whole comparison on the synthetic task (toy LM and its SAEs unless given). ``quick`` shrinks the
+    splits to 400 bios. ``saes``: ``{layer: sae}`` for ``config.sae_layers`` (default: the toy LM's).
+    ``seconds``: ranking time for ``circuitlasso`` (the pooled-code forward pass, no gradients, + the
+    L1-logistic path) and ``shift`` (forward + backward passes); classifier training time for
+    ``original``/``oracle``; ``*-retrain`` adds retraining to its ranking time."""
     import torch
 
-    from .ablate import pooled_codes, pooled_residual
+    from .ablate import pooled_codes, pooled_residual, sae_hook
 
     cfg = config or DebiasConfig(**({"n_train": 400, "n_test": 400} if quick else {}))
     bad = [m for m in methods if m not in METHODS]
@@ -686,12 +934,16 @@ def run_debias(
         from .models.toylm import load_toy_lm
 
         model, tokenizer = load_toy_lm()
-    if sae is None:
+    if saes is None:
         from .models.toylm import load_toy_saes
 
-        hook = f"blocks.{cfg.sae_layer}.hook_resid_post"
-        sae = load_toy_saes([hook])[hook]
-    site = f"L{cfg.sae_layer}.resid_post"
+        hooks = {k: sae_hook(k) for k in cfg.sae_layers}
+        loaded = load_toy_saes(list(hooks.values()))
+        saes = {k: loaded[h] for k, h in hooks.items()}
+    missing = [k for k in cfg.sae_layers if k not in saes]
+    if missing:
+        raise ValueError(f"no SAE given for sae_layers {missing}; saes has layers {sorted(saes)}")
+    saes = {k: saes[k] for k in cfg.sae_layers}
     data = load_bios_splits(cfg.n_train, cfg.n_test, seed=cfg.seed, professions=cfg.professions,
                             profession_signal=cfg.profession_signal)
     kw = {"layer": cfg.readout_layer, "batch_size": cfg.batch_size}
@@ -714,46 +966,44 @@ def run_debias(
         records.append(row("oracle", oracle, reps["test"], reps["probe"], 0, time.perf_counter() - t))
 
     prompts = {k: df["prompt"].tolist() for k, df in data.splits().items()}
-    heldout_codes = pooled_codes(model, tokenizer, prompts["heldout"], sae=sae, layer=cfg.sae_layer,
-                                 batch_size=cfg.batch_size)
+    heldout_codes = pooled_codes(model, tokenizer, prompts["heldout"], saes=saes, batch_size=cfg.batch_size)
     rankings: dict[str, FeatureRanking] = {}
     selections: dict[str, pd.DataFrame] = {}
     train_codes = None
-    _warm_up(model, tokenizer, prompts["train"][:8], sae=sae, cfg=cfg, probe=original)
+    _warm_up(model, tokenizer, prompts["train"][:8], saes=saes, cfg=cfg, probe=original)
     for name in ("circuitlasso", "shift"):
         if name not in methods and f"{name}-retrain" not in methods:
             continue
+        rule = {"n_candidates": cfg.n_candidates, "rule": cfg.selection, "min_purity": cfg.min_purity,
+                "min_support": cfg.min_support, "min_gender_auc": cfg.min_gender_auc}
         if name == "circuitlasso":
             t = time.perf_counter()
-            train_codes = pooled_codes(model, tokenizer, prompts["train"], sae=sae, layer=cfg.sae_layer,
-                                       batch_size=cfg.batch_size)
-            y = original.predict(reps["train"]) if cfg.target == "prediction" else data.train["label"].to_numpy()
-            ranking = rank_features(train_codes, y, site=site, n_alphas=cfg.n_alphas)
+            train_codes = pooled_codes(model, tokenizer, prompts["train"], saes=saes, batch_size=cfg.batch_size)
+            y = {"logit": original.decision_function, "prediction": original.predict}[cfg.target](reps["train"]) \
+                if cfg.target != "label" else data.train["label"].to_numpy()
+            ranking, sel = iterative_selection(train_codes, y, heldout_codes, data.heldout, rounds=cfg.max_rounds,
+                                               n_alphas=cfg.n_alphas, alpha_min_ratio=cfg.alpha_min_ratio, **rule)
             ranking.seconds = time.perf_counter() - t
-            ranking.meta["timed"] = "forward pass for the pooled SAE codes + L1-logistic path"
+            ranking.meta["timed"] = (f"forward pass for the pooled SAE codes + {ranking.meta['rounds']} L1 "
+                                     f"{ranking.meta['loss']} path(s) + selection rule")
         else:
-            ranking = shift_ranking(model, tokenizer, prompts["train"], sae=sae, sae_layer=cfg.sae_layer,
-                                    readout_layer=cfg.readout_layer, probe=original, site=site,
-                                    batch_size=cfg.batch_size, progress=progress)
+            ranking = shift_ranking(model, tokenizer, prompts["train"], saes=saes, readout_layer=cfg.readout_layer,
+                                    probe=original, batch_size=cfg.batch_size, progress=progress)
+            sel = select_features(ranking, heldout_codes, data.heldout, **rule)
         rankings[name] = ranking
-        sel = select_features(ranking, heldout_codes, data.heldout, n_candidates=cfg.n_candidates,
-                              min_gender_auc=cfg.min_gender_auc)
         selections[name] = sel
-        chosen = sel.loc[sel["selected"], "feature"].astype(int).tolist()
-        if chosen:
-            abl = {k: ablate(model, tokenizer, prompts[k], chosen, sae=sae, sae_layer=cfg.sae_layer,
-                             readout_layer=cfg.readout_layer, batch_size=cfg.batch_size)
-                   for k in ("train", "probe", "test")}
+        chosen = ranking.by_site(sel.loc[sel["selected"], "index"].astype(int).tolist())
+        n_chosen = sum(len(v) for v in chosen.values())
+        if n_chosen:
+            abl = {k: ablate(model, tokenizer, prompts[k], chosen, saes=saes, readout_layer=cfg.readout_layer,
+                             batch_size=cfg.batch_size) for k in ("train", "probe", "test")}
         else:
             abl = {k: reps[k] for k in ("train", "probe", "test")}
         if name in methods:
-            records.append(row(name, original, abl["test"], abl["probe"], len(chosen), ranking.seconds))
+            records.append(row(name, original, abl["test"], abl["probe"], n_chosen, ranking.seconds))
         if f"{name}-retrain" in methods:
             t = time.perf_counter()
             retrained = ProfessionProbe(C=cfg.C).fit(abl["train"], data.train["label"])
-            records.append(row(f"{name}-retrain", retrained, abl["test"], abl["probe"], len(chosen),
+            records.append(row(f"{name}-retrain", retrained, abl["test"], abl["probe"], n_chosen,
                                ranking.seconds + time.perf_counter() - t))
-    feats = None
-    if train_codes is not None:
-        feats = train_codes
-    return DebiasResult(records, rankings, selections, cfg, data, feats)
+    return DebiasResult(records, rankings, selections, cfg, data, train_codes)
