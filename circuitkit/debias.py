@@ -16,23 +16,31 @@ The workflow (``../shared/docs/method.md`` sections 2-5; Marks et al.'s SHIFT se
 2. **Classifier** (:class:`ProfessionProbe`): an L2 logistic regression on the standardised
    representation ``pooled_residual(layer=readout_layer)`` (default: block 3's output, mean over non-BOS
    tokens), trained on ``train``.
-3. **Ranking.** :func:`rank_features` -- CircuitLasso's prediction-target fit: L1 logistic regression of
-   the probe's prediction on ``train`` (or the label) on the standardised, per-prompt mean-pooled SAE codes
-   of block ``sae_layer`` (default 1). Dataset-level importance ``|A|``; per-prompt scores ``|A| * |z|``.
-   :func:`shift_ranking` -- SHIFT-style attribution patching: ``mean_prompts |sum_pos z * d logit / d z|``
-   with real gradients through blocks ``sae_layer+1 .. readout_layer``.
+3. **Ranking**, over the SAE features of every site in ``sae_layers`` (default: the embedding
+   ``L0.resid_pre`` and every block's output, 5 x 1024 features on the toy LM).
+   :func:`rank_features` -- CircuitLasso's prediction-target fit on the per-prompt mean-pooled,
+   standardised codes of all sites jointly: by default the Lasso of the probe's *logit* on ``train``
+   (L1 least squares, the fast Gram solver); ``target="prediction"``/``"label"`` fit an L1 logistic
+   regression of the predicted/true label instead. Dataset-level importance ``|A|``; per-prompt scores
+   ``|A| * |z|``. :func:`shift_ranking` -- SHIFT-style attribution patching:
+   ``mean_prompts |sum_pos z * d logit / d z|`` with real gradients, all sites in one backward pass.
 4. **Selection.** Interactive: the features marked in a :class:`~circuitkit.viz.explorer.CircuitExplorer`
    (:func:`marked_features`). Automatic (:func:`select_features`) for unattended runs, **a proxy for
-   human judgement**: among the ``n_candidates`` top-ranked features, those whose activation separates
-   gender on the balanced ``heldout`` split (single-feature AUROC, folded to >= 0.5, at least
-   ``min_gender_auc``) better than it separates profession. A human would read the feature's contexts
-   (names, pronouns); the rule uses gender labels of held-out bios instead.
+   human judgement**: among the ``n_candidates`` top-ranked features, those that fire in at least
+   ``min_support`` balanced ``heldout`` bios, at least ``min_purity`` of them of one gender, and are more
+   gender- than profession-specific (``rule="purity"``; ``rule="auroc"`` is a single-feature AUROC
+   threshold, which misses the many rare features of single first names). A human would read the
+   feature's contexts (names, pronouns); the rule uses gender labels of held-out bios instead.
+   A sparse fit keeps one of several redundant carriers of the same signal, so CircuitLasso's selection is
+   iterated (:func:`iterative_selection`): refit without the features selected so far, until a round adds
+   nothing. SHIFT's attributions are dense and are used in one round, as published.
 5. **Ablation and evaluation** (:func:`ablate`, :func:`evaluate`): zero-ablate the selected features inside
-   the forward pass (:mod:`circuitkit.ablate`), recompute the representation, and on ``test`` report
-   profession accuracy, worst-group accuracy over the (profession, gender) cells, ``gender_leakage`` (the
-   accuracy on ``test`` of a fresh gender probe -- the same logistic regression -- trained on the ``probe``
-   split's representation, ablated the same way; 50% is the goal) and ``classifier_gender_acc`` (how often
-   the profession classifier's output equals the gender-tied profession, SFC's "gender" column).
+   the forward pass at their sites (:mod:`circuitkit.ablate`; reconstruction errors kept), recompute the
+   representation, and on ``test`` report profession accuracy, worst-group accuracy over the
+   (profession, gender) cells, ``gender_leakage`` (the accuracy on ``test`` of a fresh gender probe --
+   the same logistic regression -- trained on the ``probe`` split's representation, ablated the same way;
+   50% is the goal) and ``classifier_gender_acc`` (how often the profession classifier's output equals
+   the gender-tied profession, SFC's "gender" column, for which the oracle scores ~50%).
    :func:`run_debias` runs everything with the baselines ``original``, ``oracle`` (trained on the balanced
    ``probe`` split) and ``shift`` / ``shift-retrain``.
 

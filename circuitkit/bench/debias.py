@@ -1,12 +1,14 @@
 """Debiasing benchmark: CircuitLasso's prediction-target ranking vs SHIFT on synthetic Bias in Bios.
 
-Protocol (:func:`circuitkit.debias.run_debias`; fixed seeds): the toy LM, its SAE at ``L1.resid_post``, a
-logistic-regression profession probe on block 3's mean-pooled residual trained on the ambiguous split;
-features ranked by CircuitLasso (L1 logistic of the probe's prediction on pooled SAE codes) and by SHIFT
-(attribution patching to the probe's logit); the same automatic gender rule on both top-20 lists;
+Protocol (:func:`circuitkit.debias.run_debias`; fixed seeds; ``benchmarks/debias.md``): the toy LM and
+its SAEs at the embedding and every block's output, a logistic-regression profession probe on block 3's
+mean-pooled residual trained on the ambiguous split; features ranked by CircuitLasso (the Lasso of the
+probe's logit on the pooled SAE codes of all sites, iterated on what is left) and by SHIFT (attribution
+patching to the probe's logit); the same automatic gender-purity rule on both candidate lists;
 zero-ablation inside the forward pass; metrics on a balanced test split. ``seconds`` is the ranking time
-(CircuitLasso: forward pass for the codes + L1 path; SHIFT: forward + backward passes; JIT warm-up not
-counted), plus retraining for ``*-retrain``, and the probe's training time for ``original``/``oracle``.
+(CircuitLasso: forward pass for the codes + its L1 paths + the rule; SHIFT: forward + backward passes; JIT
+warm-up not counted), plus retraining for ``*-retrain``, and the probe's training time for
+``original``/``oracle``.
 
 Run::
 
@@ -23,6 +25,11 @@ from pathlib import Path
 def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="400 bios per split instead of 1000")
     parser.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    parser.add_argument("--sae-layers", default=None,
+                        help="comma-separated SAE sites to rank and ablate: -1 = embedding, l = block l's output "
+                             "(default -1,0,1,2,3)")
+    parser.add_argument("--target", choices=["logit", "prediction", "label"], default=None,
+                        help="CircuitLasso's prediction target (default logit: Lasso of the probe's logit)")
     parser.add_argument("--profession-signal", type=float, default=None,
                         help="probability that a bio's text is its own (default 0.8; 1.0 = the easy task)")
 
@@ -46,11 +53,23 @@ def main(args) -> int:
         kw.update(n_train=400, n_test=400)
     if getattr(args, "profession_signal", None) is not None:
         kw["profession_signal"] = args.profession_signal
+    if getattr(args, "sae_layers", None):
+        try:
+            kw["sae_layers"] = tuple(int(v) for v in str(args.sae_layers).split(","))
+        except ValueError:
+            raise SystemExit(f"--sae-layers must be comma-separated ints (-1 = embedding), got {args.sae_layers!r}") \
+                from None
+    if getattr(args, "target", None):
+        kw["target"] = args.target
     result = run_debias(DebiasConfig(**kw))
     print(format_table(result.records))
     for name, sel in result.selections.items():
-        chosen = sel.loc[sel["selected"], "node"].tolist()
-        print(f"{name}: selected {chosen} (ranking {result.rankings[name].seconds:.2f} s)")
+        chosen = sel.loc[sel["selected"]]
+        per_site = chosen["site"].value_counts().sort_index().to_dict()
+        rk = result.rankings[name]
+        rounds = f", {rk.meta['rounds']} rounds {rk.meta['selected_per_round']}" if "rounds" in rk.meta else ""
+        print(f"{name}: {len(chosen)} features selected of {len(sel)} candidates{rounds}; per site {per_site}; "
+              f"first: {chosen['node'].head(8).tolist()} (ranking {rk.seconds:.2f} s: {rk.meta.get('timed', '')})")
     if getattr(args, "json", None):
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
