@@ -77,6 +77,7 @@ __all__ = [
     "load_bios_splits",
     "feature_gender_stats",
     "iterative_selection",
+    "load_debias_saes",
     "marked_features",
     "rank_features",
     "run_debias",
@@ -252,7 +253,10 @@ class DebiasConfig:
     """Settings of :func:`run_debias` (all validated in ``__post_init__``).
 
     ``sae_layers``: the SAE sites whose features are ranked and ablated (``-1`` = the embedding,
-    ``L0.resid_pre``; ``l`` = block ``l``'s output, ``L{l}.resid_post``); ``readout_layer``: the block whose
+    ``L0.resid_pre``; ``l`` = block ``l``'s output, ``L{l}.resid_post``). Default: the embedding, where gender
+    enters the model (first names and pronouns), with the sparse (k=4) embedding SAE of ``sae_family``
+    (:data:`circuitkit.models.toylm.SAE_FAMILIES`; sites that family lacks use the k=16 ``"toylm"`` SAEs).
+    ``benchmarks/debias.md`` compares this with every residual site. ``readout_layer``: the block whose
     mean-pooled output the classifier reads. ``n_candidates``: how many top-ranked features the automatic
     rule examines; ``selection``/``min_purity``/``min_support``/``min_gender_auc``: the rule
     (:func:`select_features`).
@@ -263,7 +267,8 @@ class DebiasConfig:
     seed: int = 0
     professions: tuple[str, ...] = ("nurse", "professor")
     profession_signal: float = 0.8
-    sae_layers: tuple[int, ...] = (-1, 0, 1, 2, 3)
+    sae_layers: tuple[int, ...] = (-1,)
+    sae_family: str = "toylm-sparse"
     readout_layer: int = 3
     C: float = 1.0
     target: Literal["logit", "prediction", "label"] = "logit"
@@ -295,6 +300,10 @@ class DebiasConfig:
             raise ValueError(f"alpha_min_ratio must be in (0, 1), got {self.alpha_min_ratio!r}")
         if not 0.5 <= self.min_gender_auc < 1:
             raise ValueError(f"min_gender_auc must be in [0.5, 1), got {self.min_gender_auc!r}")
+        from .models.toylm import SAE_FAMILIES
+
+        if self.sae_family not in SAE_FAMILIES:
+            raise ValueError(f"unknown sae_family {self.sae_family!r}; valid choices: {list(SAE_FAMILIES)}")
         if not 0.5 < self.min_purity <= 1:
             raise ValueError(f"min_purity must be in (0.5, 1], got {self.min_purity!r}")
         if isinstance(self.sae_layers, (int, np.integer)):
@@ -674,6 +683,19 @@ def _auc(x: np.ndarray, y: np.ndarray) -> float:
     return max(a, 1 - a)
 
 
+def _aucs(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Folded single-feature AUROCs of every column of ``X`` for binary ``y`` (Mann-Whitney, ties averaged)."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, dtype=bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0 or X.shape[1] == 0:
+        return np.full(X.shape[1], 0.5)
+    ranks = rankdata(X, axis=0)
+    a = (ranks[y].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return np.maximum(a, 1 - a)
+
+
 def feature_gender_stats(codes: Any, df: pd.DataFrame, features: Sequence[int]) -> pd.DataFrame:
     """How gender-specific each feature is on (balanced) bios ``df``: ``support`` (bios in which it fires),
     ``female_frac`` (share of female bios among them), ``gender_purity`` = max(female_frac, 1 - female_frac),
@@ -688,17 +710,15 @@ def feature_gender_stats(codes: Any, df: pd.DataFrame, features: Sequence[int]) 
     fem = (df["gender"].to_numpy() == "female")
     lab = df["label"].to_numpy()
     labs = np.unique(lab)
-    rows = []
-    for p in feats:
-        col = X[:, int(p)].toarray().ravel()
-        act = col > 0
-        n = int(act.sum())
-        ff = float(fem[act].mean()) if n else 0.5
-        pp = float(max((lab[act] == c).mean() for c in labs)) if n else 1.0 / len(labs)
-        rows.append({"support": n, "female_frac": ff, "gender_purity": max(ff, 1 - ff), "profession_purity": pp,
-                     "gender_auc": _auc(col, fem.astype(int)),
-                     "profession_auc": max(_auc(col, (lab == c).astype(int)) for c in labs)})
-    return pd.DataFrame(rows, index=feats)
+    Z = X[:, feats].toarray()
+    act = (Z > 0).astype(np.float64)
+    n = act.sum(0)
+    safe = np.maximum(n, 1)
+    ff = np.where(n > 0, fem.astype(np.float64) @ act / safe, 0.5)
+    pp = np.where(n > 0, np.max([(lab == c).astype(np.float64) @ act / safe for c in labs], axis=0), 1.0 / len(labs))
+    return pd.DataFrame({"support": n.astype(int), "female_frac": ff, "gender_purity": np.maximum(ff, 1 - ff),
+                         "profession_purity": pp, "gender_auc": _aucs(Z, fem),
+                         "profession_auc": np.max([_aucs(Z, lab == c) for c in labs], axis=0)}, index=feats)
 
 
 def select_features(
@@ -914,6 +934,21 @@ def _warm_up(model: Any, tok: Any, prompts: list[str], *, saes: dict[int, Any], 
                          readout=probe.torch_readout(), batch_size=len(prompts))
 
 
+def load_debias_saes(config: DebiasConfig | None = None) -> dict[int, Any]:
+    """The toy LM's SAEs for ``config.sae_layers``, as ``{layer: sae}``: from ``config.sae_family`` where it
+    has the site, else from the k=16 ``"toylm"`` family."""
+    from .ablate import sae_hook
+    from .models.toylm import list_toy_saes, load_toy_saes
+
+    cfg = config or DebiasConfig()
+    have = set(list_toy_saes(family=cfg.sae_family))
+    out = {}
+    for k in cfg.sae_layers:
+        fam = cfg.sae_family if sae_hook(k) in have else "toylm"
+        out[k] = load_toy_saes([sae_hook(k)], family=fam)[sae_hook(k)]
+    return out
+
+
 def run_debias(
     config: DebiasConfig | None = None,
     *,
@@ -931,7 +966,7 @@ def run_debias(
     ``original``/``oracle``; ``*-retrain`` adds retraining to its ranking time."""
     import torch
 
-    from .ablate import pooled_codes, pooled_residual, sae_hook
+    from .ablate import pooled_codes, pooled_residual
 
     cfg = config or DebiasConfig(**({"n_train": 400, "n_test": 400} if quick else {}))
     bad = [m for m in methods if m not in METHODS]
@@ -943,11 +978,7 @@ def run_debias(
 
         model, tokenizer = load_toy_lm()
     if saes is None:
-        from .models.toylm import load_toy_saes
-
-        hooks = {k: sae_hook(k) for k in cfg.sae_layers}
-        loaded = load_toy_saes(list(hooks.values()))
-        saes = {k: loaded[h] for k, h in hooks.items()}
+        saes = load_debias_saes(cfg)
     missing = [k for k in cfg.sae_layers if k not in saes]
     if missing:
         raise ValueError(f"no SAE given for sae_layers {missing}; saes has layers {sorted(saes)}")

@@ -122,18 +122,18 @@ def train_one(hook: str, x_train: torch.Tensor, *, d_sae: int, k: int, steps: in
     return sae, {"input_scale": scale, "train_wall_s": time.time() - t0}
 
 
-README = """# Toy-LM SAEs (`circuitkit-toylm`)
+README = """# Toy-LM SAEs (family `{family}`)
 
 sae_lens {version} **TopK** SAEs (inference architecture `topk`, k = {k}, width {d_sae} = {ratio}× d_in = 128),
-one per residual-stream site of `data/toylm`. Load them with
+one per listed residual-stream site of `data/toylm`. Load them with
 
 ```python
 from circuitkit.models.toylm import load_toy_saes
-saes = load_toy_saes()               # {{hook_name: sae_lens.SAE}}, eval mode
-# or: sae_lens.SAE.load_from_disk("data/saes/toylm/blocks.1.hook_resid_post")
+saes = load_toy_saes(family="{family}")   # {{hook_name: sae_lens.SAE}}, eval mode
+# or: sae_lens.SAE.load_from_disk("data/saes/{family}/{first_hook}")
 ```
 
-Rebuild (needs `data/toylm`; ≈{minutes:.0f} min on 2 CPU cores): `OMP_NUM_THREADS=2 python scripts/build_saes.py`.
+Rebuild (needs `data/toylm`; ≈{minutes:.0f} min on 2 CPU cores): `OMP_NUM_THREADS=2 python scripts/build_saes.py{cmd_args}`.
 
 | hook (sae_lens `hook_name`) | circuitkit site | what |
 |---|---|---|
@@ -155,6 +155,19 @@ L0 = mean number of active latents per token; dead = fraction of latents never a
 |---|---|---|---|---|
 {table}
 """
+
+
+def _cmd_args(args) -> str:
+    """The non-default options of this build, for the README's rebuild command."""
+    parts = []
+    if Path(args.out).resolve() != (ROOT / "data" / "saes" / "toylm").resolve():
+        parts.append(f"--out {os.path.relpath(Path(args.out).resolve(), ROOT)}")
+    for name, default in (("k", 16), ("d_sae", 1024), ("steps", 1000), ("seed", 0)):
+        if getattr(args, name) != default:
+            parts.append(f"--{name.replace('_', '-')} {getattr(args, name)}")
+    if args.hooks != ",".join(SAE_HOOKS):
+        parts.append(f"--hooks {args.hooks}")
+    return "".join(" " + p for p in parts)
 
 
 def main(argv=None):
@@ -235,6 +248,7 @@ def main(argv=None):
         for h, r in results.items()
     )
     (out / "README.md").write_text(README.format(
+        family=out.name, first_hook=hooks[0], cmd_args=_cmd_args(args),
         version=sae_lens.__version__, k=args.k, d_sae=args.d_sae, ratio=args.d_sae // 128, minutes=wall / 60,
         n_train=n_train, n_heldout=n_ho, train_seed=TRAIN_SEED, heldout_seed=HELDOUT_SEED, lr=args.lr,
         batch_size=args.batch_size, steps=args.steps, seed=args.seed, table=table,

@@ -25,9 +25,9 @@ def toy():
 
 @pytest.fixture(scope="module")
 def result(toy):
-    model, tok, saes = toy
-    cfg = debias.DebiasConfig(n_train=400, n_test=400)
-    return debias.run_debias(cfg, model=model, tokenizer=tok, saes=saes)
+    model, tok, _ = toy
+    cfg = debias.DebiasConfig(n_train=400, n_test=400)  # default: the sparse (k=4) embedding SAE
+    return debias.run_debias(cfg, model=model, tokenizer=tok)
 
 
 # -- prediction-target regression vs scikit-learn -------------------------------------------------------
@@ -163,6 +163,19 @@ def test_bad_inputs_raise(toy):
         debias.DebiasConfig(sae_layers=(-1, 5))
     with pytest.raises(ValueError, match="valid choices"):
         debias.DebiasConfig(selection="manual")
+    with pytest.raises(ValueError, match="valid choices"):
+        debias.DebiasConfig(sae_family="gemma-scope")
+
+
+def test_sparse_embedding_sae_family():
+    from circuitkit.models.toylm import list_toy_saes, load_toy_saes
+
+    assert list_toy_saes(family="toylm-sparse") == ["blocks.0.hook_resid_pre"]
+    saes = debias.load_debias_saes(debias.DebiasConfig(sae_layers=(-1, 1)))
+    assert saes[-1].cfg.k == 4 and saes[1].cfg.k == 16  # block 1 falls back to the k=16 family
+    assert saes[-1].cfg.metadata.hook_name == "blocks.0.hook_resid_pre"
+    with pytest.raises(ValueError, match="valid choices"):
+        load_toy_saes(family="nope")
 
 
 def test_marked_features_reads_explorer():
@@ -275,21 +288,35 @@ def test_original_probe_relies_on_gender(result):
 
 def test_removing_selected_features_debiases(result):
     t = result.table().set_index("method")
+    orig = t.loc["original"]
     for m in ("circuitlasso", "shift"):
-        assert t.at[m, "n_features"] > 0
-        # worst-group accuracy rises, the classifier follows gender less, and leakage falls
-        assert t.at[m, "worst_group_acc"] > t.at["original", "worst_group_acc"] + 0.08, m
-        assert t.at[m, "classifier_gender_acc"] < t.at["original", "classifier_gender_acc"] - 0.08, m
-        assert t.at[m, "gender_leakage"] < t.at["original", "gender_leakage"] - 0.02, m
-    # measured (400 bios): CircuitLasso's iterative selection removes more gender than SHIFT's top list
-    assert t.at["circuitlasso", "gender_leakage"] <= t.at["shift", "gender_leakage"]
-    assert t.at["circuitlasso-retrain", "worst_group_acc"] >= t.at["shift-retrain", "worst_group_acc"]
+        assert t.at[m, "n_features"] > 10, m
+        # zero-ablating the selected features moves the original classifier off gender ...
+        assert t.at[m, "worst_group_acc"] > orig["worst_group_acc"] + 0.05, m
+        assert t.at[m, "classifier_gender_acc"] < orig["classifier_gender_acc"] - 0.2, m
+        # ... and gender leaks much less: a fresh gender probe falls from ~100% toward 50%
+        assert t.at[m, "gender_leakage"] < orig["gender_leakage"] - 0.2, m
+        # retrained on the ablated ambiguous split, the classifier learns profession: measured 0.65 vs 0.03
+        r = t.loc[f"{m}-retrain"]
+        assert r["worst_group_acc"] > orig["worst_group_acc"] + 0.4, m
+        assert r["profession_acc"] > orig["profession_acc"] + 0.1, m
+        assert r["classifier_gender_acc"] < 0.65, m
     # what was removed is gender: every selected feature is gender-pure on held-out bios
     for m, sel in result.selections.items():
         chosen = sel[sel["selected"]]
         assert (chosen["gender_purity"] >= result.config.min_purity).all(), m
     # CircuitLasso needed several rounds: one sparse fit keeps one carrier of the gender signal
     assert result.rankings["circuitlasso"].meta["rounds"] > 1
+
+
+def test_circuitlasso_and_shift_agree(result):
+    """Observational ranking and attribution patching find the same gender features, with the same effect."""
+    sets = {m: set(s.loc[s["selected"], "index"]) for m, s in result.selections.items()}
+    a, b = sets["circuitlasso"], sets["shift"]
+    assert len(a & b) / len(a | b) > 0.7
+    t = result.table().set_index("method")
+    for col in ("worst_group_acc", "gender_leakage", "profession_acc"):
+        assert abs(t.at["circuitlasso-retrain", col] - t.at["shift-retrain", col]) < 0.05, col
 
 
 def test_bench_records_and_cli(result, tmp_path):
@@ -304,6 +331,6 @@ def test_bench_records_and_cli(result, tmp_path):
     assert "circuitlasso-retrain" in format_table(result.records)
     cl = result.rankings["circuitlasso"]
     assert cl.seconds > 0 and cl.importance.shape == (int(result.features_matrix().shape[1]),)
-    assert set(cl.sites) == {"L0.resid_pre", "L0.resid_post", "L1.resid_post", "L2.resid_post", "L3.resid_post"}
+    assert cl.sites == ("L0.resid_pre",) and cl.widths == (1024,)
     circ = cl.circuit(10)
     assert set(circ.edges["target"]) == {"y"} and len(circ.edges) == min(10, len(cl.order))

@@ -1,10 +1,10 @@
 """Debiasing benchmark: CircuitLasso's prediction-target ranking vs SHIFT on synthetic Bias in Bios.
 
-Protocol (:func:`circuitkit.debias.run_debias`; fixed seeds; ``benchmarks/debias.md``): the toy LM and
-its SAEs at the embedding and every block's output, a logistic-regression profession probe on block 3's
-mean-pooled residual trained on the ambiguous split; features ranked by CircuitLasso (the Lasso of the
-probe's logit on the pooled SAE codes of all sites, iterated on what is left) and by SHIFT (attribution
-patching to the probe's logit); the same automatic gender-purity rule on both candidate lists;
+Protocol (:func:`circuitkit.debias.run_debias`; fixed seeds; ``benchmarks/debias.md``): the toy LM and its
+sparse (k=4) embedding SAE (``--sae-layers``/``--sae-family`` choose other sites); a logistic-regression
+profession probe on block 3's mean-pooled residual, trained on the ambiguous split; features ranked by
+CircuitLasso (the Lasso of the probe's logit on the pooled SAE codes, iterated on what is left) and by SHIFT
+(attribution patching to the probe's logit); the same automatic gender-purity rule on both candidate lists;
 zero-ablation inside the forward pass; metrics on a balanced test split. ``seconds`` is the ranking time
 (CircuitLasso: forward pass for the codes + its L1 paths + the rule; SHIFT: forward + backward passes; JIT
 warm-up not counted), plus retraining for ``*-retrain``, and the probe's training time for
@@ -27,7 +27,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     parser.add_argument("--sae-layers", default=None,
                         help="comma-separated SAE sites to rank and ablate: -1 = embedding, l = block l's output "
-                             "(default -1,0,1,2,3)")
+                             "(default -1: the embedding)")
+    parser.add_argument("--sae-family", default=None,
+                        help="toy SAE family: toylm-sparse (k=4 embedding SAE, the default; other sites from "
+                             "toylm) or toylm (k=16 SAEs of every residual site)")
     parser.add_argument("--target", choices=["logit", "prediction", "label"], default=None,
                         help="CircuitLasso's prediction target (default logit: Lasso of the probe's logit)")
     parser.add_argument("--profession-signal", type=float, default=None,
@@ -59,6 +62,8 @@ def main(args) -> int:
         except ValueError:
             raise SystemExit(f"--sae-layers must be comma-separated ints (-1 = embedding), got {args.sae_layers!r}") \
                 from None
+    if getattr(args, "sae_family", None):
+        kw["sae_family"] = args.sae_family
     if getattr(args, "target", None):
         kw["target"] = args.target
     result = run_debias(DebiasConfig(**kw))

@@ -69,8 +69,18 @@ def _toylm_dir() -> Path:
     return data_root() / "toylm"
 
 
-def _saes_dir() -> Path:
-    return data_root() / "saes" / "toylm"
+# SAE families shipped in data/saes/: the k=16 TopK SAEs of every residual site, and sparser (smaller-L0)
+# SAEs of some sites -- like sae_lens releases that offer several L0s per hook. The sparse embedding SAE is
+# the one the debiasing workflow uses: with k=16 a first name is coded by 16 features, most of them shared
+# between female and male names, so no set of whole features carries gender alone.
+SAE_FAMILIES = {"toylm": "k=16 TopK, width 1024, every residual site",
+                "toylm-sparse": "k=4 TopK, width 1024, the embedding (blocks.0.hook_resid_pre)"}
+
+
+def _saes_dir(family: str = "toylm") -> Path:
+    if family not in SAE_FAMILIES:
+        raise ValueError(f"unknown SAE family {family!r}; valid choices: {list(SAE_FAMILIES)}")
+    return data_root() / "saes" / family
 
 
 def load_toy_lm(
@@ -94,28 +104,32 @@ def load_toy_lm(
     return model, tok
 
 
-def toy_sae_dir(hook_name: str) -> Path:
-    """Directory of the toy LM's SAE for a TransformerLens-style hook name (e.g. ``blocks.1.hook_resid_post``)."""
+def toy_sae_dir(hook_name: str, *, family: str = "toylm") -> Path:
+    """Directory of the toy LM's SAE for a TransformerLens-style hook name (e.g. ``blocks.1.hook_resid_post``)
+    in SAE ``family`` (:data:`SAE_FAMILIES`)."""
     if hook_name not in SAE_HOOKS:
         raise ValueError(f"no toy SAE for hook {hook_name!r}; valid choices: {list(SAE_HOOKS)}")
-    return _saes_dir() / hook_name
+    return _saes_dir(family) / hook_name
 
 
-def list_toy_saes() -> list[str]:
-    """Hook names of the toy SAEs present on disk (in computation order)."""
-    return [h for h in SAE_HOOKS if (_saes_dir() / h / "cfg.json").is_file()]
+def list_toy_saes(*, family: str = "toylm") -> list[str]:
+    """Hook names of the toy SAEs of ``family`` present on disk (in computation order)."""
+    return [h for h in SAE_HOOKS if (_saes_dir(family) / h / "cfg.json").is_file()]
 
 
-def load_toy_saes(hooks: Sequence[str] | None = None, *, device: str = "cpu") -> dict[str, SAE]:
-    """Load the toy LM's sae_lens SAEs from disk, keyed by hook name, in eval mode."""
+def load_toy_saes(hooks: Sequence[str] | None = None, *, family: str = "toylm",
+                  device: str = "cpu") -> dict[str, SAE]:
+    """Load the toy LM's sae_lens SAEs of ``family`` (default the k=16 SAEs of every residual site; see
+    :data:`SAE_FAMILIES`) from disk, keyed by hook name, in eval mode."""
     from sae_lens import SAE
 
-    hooks = list_toy_saes() if hooks is None else list(hooks)
+    hooks = list_toy_saes(family=family) if hooks is None else list(hooks)
     if not hooks:
-        raise FileNotFoundError(f"no toy SAEs under {_saes_dir()}; build them with `python scripts/build_saes.py`")
+        raise FileNotFoundError(f"no toy SAEs under {_saes_dir(family)}; build them with "
+                                "`python scripts/build_saes.py` (see `make assets`)")
     out = {}
     for h in hooks:
-        d = toy_sae_dir(h)
+        d = toy_sae_dir(h, family=family)
         if not (d / "cfg.json").is_file():
             raise FileNotFoundError(f"no SAE for {h!r} at {d}")
         sae = SAE.load_from_disk(str(d), device=device)
