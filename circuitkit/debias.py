@@ -911,9 +911,14 @@ class DebiasResult:
     config: DebiasConfig
     data: BiosData | None = None
     features: Any = None
+    budgets: list[dict[str, Any]] = field(default_factory=list)
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.records)
+
+    def budget_table(self) -> pd.DataFrame:
+        """The inspection-budget sweep (``run_debias(budgets=...)``), one row per (method, budget)."""
+        return pd.DataFrame(self.budgets)
 
     def features_matrix(self) -> sp.csr_matrix:
         """The ``train`` split's pooled SAE codes of every site, concatenated in the rankings' feature order."""
@@ -957,13 +962,20 @@ def run_debias(
     saes: dict[int, Any] | None = None,
     quick: bool = False,
     methods: Sequence[str] = METHODS,
+    budgets: Sequence[int] = (),
     progress: bool = False,
 ) -> DebiasResult:
     """The whole comparison on the synthetic task (toy LM and its SAEs unless given). ``quick`` shrinks the
     splits to 400 bios. ``saes``: ``{layer: sae}`` for ``config.sae_layers`` (default: the toy LM's).
     ``seconds``: ranking time for ``circuitlasso`` (the pooled-code forward pass, no gradients, + the
     L1-logistic path) and ``shift`` (forward + backward passes); classifier training time for
-    ``original``/``oracle``; ``*-retrain`` adds retraining to its ranking time."""
+    ``original``/``oracle``; ``*-retrain`` adds retraining to its ranking time.
+
+    ``budgets``: inspection budgets ``k`` for a sweep that compares the two *rankings* rather than the
+    whole pipeline: for each method and ``k``, a person inspects only the top ``k`` features (CircuitLasso:
+    its first-round ranking, no iteration) and marks the gender ones by the same rule; the records
+    (``DebiasResult.budgets``) give how many of the top ``k`` are gender features and the retrained
+    classifier's metrics after ablating them."""
     import torch
 
     from .ablate import pooled_codes, pooled_residual
@@ -1045,4 +1057,23 @@ def run_debias(
             retrained = ProfessionProbe(C=cfg.C).fit(abl["train"], data.train["label"])
             records.append(row(f"{name}-retrain", retrained, abl["test"], abl["probe"], n_chosen,
                                ranking.seconds + time.perf_counter() - t))
-    return DebiasResult(records, rankings, selections, cfg, data, train_codes)
+    sweep: list[dict[str, Any]] = []
+    for k in budgets:
+        _check_pos_int("budget", k)
+        for name, ranking in rankings.items():
+            sel = select_features(ranking, heldout_codes, data.heldout, n_candidates=int(k), warn_if_empty=False,
+                                  **{key: v for key, v in rule.items() if key != "n_candidates"})
+            chosen = ranking.by_site(sel.loc[sel["selected"], "index"].astype(int).tolist())
+            n_chosen = sum(len(v) for v in chosen.values())
+            rec: dict[str, Any] = {"method": name, "budget": int(k), "n_inspected": len(sel), "n_features": n_chosen}
+            if n_chosen:
+                abl = {s: ablate(model, tokenizer, prompts[s], chosen, saes=saes, readout_layer=cfg.readout_layer,
+                                 batch_size=cfg.batch_size) for s in ("train", "probe", "test")}
+                retrained = ProfessionProbe(C=cfg.C).fit(abl["train"], data.train["label"])
+                rec.update(evaluate(retrained, abl["test"], data.test, X_probe=abl["probe"], probe=data.probe,
+                                    C=cfg.C))
+            else:
+                rec.update({k2: v for k2, v in records[0].items() if k2 in
+                            ("profession_acc", "gender_leakage", "worst_group_acc", "classifier_gender_acc")})
+            sweep.append(rec)
+    return DebiasResult(records, rankings, selections, cfg, data, train_codes, sweep)

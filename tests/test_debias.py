@@ -27,7 +27,7 @@ def toy():
 def result(toy):
     model, tok, _ = toy
     cfg = debias.DebiasConfig(n_train=400, n_test=400)  # default: the sparse (k=4) embedding SAE
-    return debias.run_debias(cfg, model=model, tokenizer=tok)
+    return debias.run_debias(cfg, model=model, tokenizer=tok, budgets=(50,))
 
 
 # -- prediction-target regression vs scikit-learn -------------------------------------------------------
@@ -334,3 +334,11 @@ def test_bench_records_and_cli(result, tmp_path):
     assert cl.sites == ("L0.resid_pre",) and cl.widths == (1024,)
     circ = cl.circuit(10)
     assert set(circ.edges["target"]) == {"y"} and len(circ.edges) == min(10, len(cl.order))
+
+
+def test_inspection_budget_sweep(result):
+    b = result.budget_table().set_index("method")
+    assert sorted(b.index) == ["circuitlasso", "shift"] and (b["budget"] == 50).all()
+    assert (b["n_features"] <= 50).all() and (b["n_inspected"] <= 50).all()
+    # among the top 50, CircuitLasso's sparse fit surfaces more gender features than attribution patching
+    assert b.at["circuitlasso", "n_features"] > b.at["shift", "n_features"]

@@ -12,7 +12,7 @@ warm-up not counted), plus retraining for ``*-retrain``, and the probe's trainin
 
 Run::
 
-    python -m circuitkit bench debias --json outputs/debias.json
+    python -m circuitkit bench debias --json outputs/debias.json   # + outputs/debias.budgets.json
     python -m circuitkit bench debias --quick
 """
 
@@ -33,6 +33,8 @@ def add_arguments(parser) -> None:
                              "toylm) or toylm (k=16 SAEs of every residual site)")
     parser.add_argument("--target", choices=["logit", "prediction", "label"], default=None,
                         help="CircuitLasso's prediction target (default logit: Lasso of the probe's logit)")
+    parser.add_argument("--budgets", default="10,20,50,100,200",
+                        help="inspection budgets for the ranking sweep (comma-separated top-k; '' to skip)")
     parser.add_argument("--profession-signal", type=float, default=None,
                         help="probability that a bio's text is its own (default 0.8; 1.0 = the easy task)")
 
@@ -45,6 +47,15 @@ def format_table(records: list[dict]) -> str:
         cells = [str(r["method"])] + [f"{r[c]:.3f}" for c in cols[1:5]] + [str(r["n_features"]),
                                                                           f"{r['seconds']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_budgets(rows: list[dict]) -> str:
+    cols = ["budget", "method", "n_features", "worst_group_acc", "gender_leakage", "profession_acc"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in sorted(rows, key=lambda r: (r["budget"], r["method"])):
+        lines.append(f"| {r['budget']} | {r['method']} | {r['n_features']} | {r['worst_group_acc']:.3f} | "
+                     f"{r['gender_leakage']:.3f} | {r['profession_acc']:.3f} |")
     return "\n".join(lines)
 
 
@@ -66,7 +77,12 @@ def main(args) -> int:
         kw["sae_family"] = args.sae_family
     if getattr(args, "target", None):
         kw["target"] = args.target
-    result = run_debias(DebiasConfig(**kw))
+    raw = str(getattr(args, "budgets", "") or "")
+    try:
+        budgets = [int(v) for v in raw.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"--budgets must be comma-separated ints, got {raw!r}") from None
+    result = run_debias(DebiasConfig(**kw), budgets=budgets)
     print(format_table(result.records))
     for name, sel in result.selections.items():
         chosen = sel.loc[sel["selected"]]
@@ -75,8 +91,15 @@ def main(args) -> int:
         rounds = f", {rk.meta['rounds']} rounds {rk.meta['selected_per_round']}" if "rounds" in rk.meta else ""
         print(f"{name}: {len(chosen)} features selected of {len(sel)} candidates{rounds}; per site {per_site}; "
               f"first: {chosen['node'].head(8).tolist()} (ranking {rk.seconds:.2f} s: {rk.meta.get('timed', '')})")
+    if result.budgets:
+        print("\nInspection budget: the retrained classifier after ablating the gender features among each "
+              "ranking's top k (CircuitLasso: first round only; the 'original' row holds without any)")
+        print(format_budgets(result.budgets))
     if getattr(args, "json", None):
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result.records, indent=1) + "\n")
+        if result.budgets:
+            bpath = path.with_name(path.stem + ".budgets.json")
+            bpath.write_text(json.dumps(result.budgets, indent=1) + "\n")
     return 0
