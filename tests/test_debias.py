@@ -342,3 +342,15 @@ def test_inspection_budget_sweep(result):
     assert (b["n_features"] <= 50).all() and (b["n_inspected"] <= 50).all()
     # among the top 50, CircuitLasso's sparse fit surfaces more gender features than attribution patching
     assert b.at["circuitlasso", "n_features"] > b.at["shift", "n_features"]
+
+
+def test_cost_at_scale_records():
+    from circuitkit.bench.debias import cost_at_scale
+
+    tiny = {"n_layer": 2, "n_embd": 32, "n_head": 2, "d_sae": 128, "k": 4}
+    rows = cost_at_scale(tiny, n_prompts=40, model_prompts=8, rounds=2)
+    assert [r["method"] for r in rows] == ["shift", "circuitlasso"]
+    assert rows[0]["extrapolated"] and not rows[1]["extrapolated"]
+    assert all(r["seconds"] > 0 and r["n_prompts"] == 40 for r in rows)
+    with pytest.raises(ValueError, match="valid choices"):
+        cost_at_scale("gpt5")

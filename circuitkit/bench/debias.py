@@ -14,6 +14,7 @@ Run::
 
     python -m circuitkit bench debias --json outputs/debias.json   # + outputs/debias.budgets.json
     python -m circuitkit bench debias --quick
+    python -m circuitkit bench debias --cost-shape gpt2-small   # + the ranking cost at GPT-2-small shape
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def add_arguments(parser) -> None:
                         help="CircuitLasso's prediction target (default logit: Lasso of the probe's logit)")
     parser.add_argument("--budgets", default="10,20,50,100,200",
                         help="inspection budgets for the ranking sweep (comma-separated top-k; '' to skip)")
+    parser.add_argument("--cost-shape", choices=sorted(COST_SHAPES), default=None,
+                        help="also time both rankings on a random model and SAE of this real shape (slow)")
     parser.add_argument("--profession-signal", type=float, default=None,
                         help="probability that a bio's text is its own (default 0.8; 1.0 = the easy task)")
 
@@ -48,6 +51,83 @@ def format_table(records: list[dict]) -> str:
                                                                           f"{r['seconds']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+COST_SHAPES = {"gpt2-small": {"n_layer": 12, "n_embd": 768, "n_head": 12, "d_sae": 24576, "k": 32}}
+
+
+def cost_at_scale(shape: str | dict = "gpt2-small", *, n_prompts: int = 1000, model_prompts: int = 64,
+                  rounds: int = 5, seed: int = 0) -> list[dict]:
+    """Ranking cost of both methods on a randomly initialised model of a real model's shape (timing only).
+
+    A ``GPT2Config`` of ``shape`` (GPT-2 small: 12 layers, d=768) with the toy tokenizer's vocabulary, and a
+    random TopK SAE of GPT-2 small's residual-SAE width (24,576, k=32) at the embedding, stand in for the real
+    model and SAE (hubs are unreachable here; the weights do not change the cost). SHIFT: attribution
+    patching (forward + backward through every block) on ``model_prompts`` bios, scaled linearly to
+    ``n_prompts`` (``extrapolated``). CircuitLasso: the pooled embedding codes of all ``n_prompts`` bios (no
+    block runs) and ``rounds`` Lasso paths of a linear read-out's logit on them (the number of rounds the
+    toy run needs), timed in full. The classifier's own forward pass, which both need, is not counted.
+    """
+    import time
+
+    import numpy as np
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ..ablate import feature_attributions, pooled_codes
+    from ..debias import load_bios_splits, rank_features
+    from ..models.toylm import load_toy_lm
+
+    if isinstance(shape, dict):
+        missing = {"n_layer", "n_embd", "n_head", "d_sae", "k"} - set(shape)
+        if missing:
+            raise ValueError(f"a custom shape needs the keys {sorted(missing)}")
+        sh, shape = shape, "custom"
+    elif shape not in COST_SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; valid choices: {list(COST_SHAPES)} or a dict")
+    else:
+        sh = COST_SHAPES[shape]
+    _, tok = load_toy_lm()
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_layer=sh["n_layer"], n_embd=sh["n_embd"],
+                     n_head=sh["n_head"], bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = GPT2LMHeadModel(cfg).eval()
+    sae = TopKSAE(TopKSAEConfig(d_in=sh["n_embd"], d_sae=sh["d_sae"], k=sh["k"],
+                                metadata=SAEMetadata(hook_name="blocks.0.hook_resid_pre", model_name=shape)))
+    with torch.no_grad():
+        for prm in sae.parameters():
+            prm.normal_(0, 0.05)
+    sae.eval()
+    prompts = load_bios_splits(n_prompts, 1, seed=seed).train["prompt"].tolist()
+    w = torch.randn(sh["n_embd"], generator=torch.Generator().manual_seed(seed))
+
+    def readout(h):
+        return h @ w
+
+    feature_attributions(model, tok, prompts[:4], saes={-1: sae}, readout_layer=sh["n_layer"] - 1,
+                         readout=readout, batch_size=4)  # warm-up
+    t = time.perf_counter()
+    feature_attributions(model, tok, prompts[:model_prompts], saes={-1: sae}, readout_layer=sh["n_layer"] - 1,
+                         readout=readout, batch_size=32)
+    t_shift = (time.perf_counter() - t) * n_prompts / model_prompts
+    t = time.perf_counter()
+    codes = pooled_codes(model, tok, prompts, saes={-1: sae}, batch_size=128)
+    t_codes = time.perf_counter() - t
+    y = np.asarray(codes[-1] @ np.random.default_rng(seed).normal(size=sh["d_sae"])).ravel()
+    rank_features(codes, y, n_alphas=3, max_features=5)  # JIT warm-up
+    t = time.perf_counter()
+    r = rank_features(codes, y, n_alphas=30, alpha_min_ratio=0.01, max_features=400)
+    t_path = time.perf_counter() - t
+    base = {"shape": shape, "n_prompts": n_prompts, "d_sae": sh["d_sae"]}
+    return [
+        {**base, "method": "shift", "seconds": t_shift, "extrapolated": True,
+         "note": f"forward+backward through {sh['n_layer']} blocks, {model_prompts} bios scaled to {n_prompts}"},
+        {**base, "method": "circuitlasso", "seconds": t_codes + rounds * t_path, "extrapolated": False,
+         "note": f"embedding codes {t_codes:.2f} s + {rounds} x Lasso path {t_path:.2f} s "
+                 f"({r.meta['n_nonzero']} nonzeros at the last point)"},
+    ]
 
 
 def format_budgets(rows: list[dict]) -> str:
@@ -95,6 +175,13 @@ def main(args) -> int:
         print("\nInspection budget: the retrained classifier after ablating the gender features among each "
               "ranking's top k (CircuitLasso: first round only; the 'original' row holds without any)")
         print(format_budgets(result.budgets))
+    cost = cost_at_scale(args.cost_shape) if getattr(args, "cost_shape", None) else []
+    if cost:
+        ratio = cost[1]["seconds"] / cost[0]["seconds"]
+        print(f"\nRanking cost at {args.cost_shape} shape (random weights, timing only):")
+        for r in cost:
+            print(f"  {r['method']:13s} {r['seconds']:8.1f} s  ({r['note']})")
+        print(f"  CircuitLasso / SHIFT = {ratio:.3f}")
     if getattr(args, "json", None):
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,4 +189,6 @@ def main(args) -> int:
         if result.budgets:
             bpath = path.with_name(path.stem + ".budgets.json")
             bpath.write_text(json.dumps(result.budgets, indent=1) + "\n")
+        if cost:
+            path.with_name(path.stem + ".cost.json").write_text(json.dumps(cost, indent=1) + "\n")
     return 0
