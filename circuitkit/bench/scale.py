@@ -3,10 +3,18 @@
 Protocol (fixed seeds):
 
 * **Data.** Two SAE-like sites with ``D`` features each and ``M`` rows (:func:`make_pair`): source
-  features with heavy-tailed (Zipf-like) frequencies and ~32 active per row, log-normal magnitudes; every
-  target feature has 0-3 planted parents (3% none) with weights ±[0.5, 1.5], is ``relu`` of its parents'
+  features with heavy-tailed (Zipf-like) frequencies and ~32 active per row, log-normal magnitudes.
+  Planted parents are drawn uniformly among the sources active in at least ``min_parent_rows`` rows
+  (``--min-parent-rows``, default 10): an edge whose parent is (almost) never active is not exercised by
+  the data and no observational method can recover it. Rarer sources stay in the data as candidate
+  parents (negatives); the fraction of live sources excluded this way is reported
+  (``parents_excluded_frac``: 0.1% at D=4096, 76% at D=24,576, where most sources are active in fewer than
+  10 of 10,000 rows). A target gets 0-3 planted parents (3% none) with probability ``|eligible| / |live|``
+  and none otherwise, so that an eligible source keeps the out-degree a live source had when parents were
+  drawn among all live sources (uniform over the eligible sources alone, the frequent ones would drive ~146
+  active targets per row instead of ~40). Weights ±[0.5, 1.5]; a target is ``relu`` of its parents'
   weighted sum with 20% multiplicative and small additive noise, plus ~5 spontaneous activations per row,
-  giving ~50 active target features per row. Some features are dead (never active) and are skipped and
+  giving ~37-47 active target features per row. Some features are dead (never active) and are skipped and
   counted.
 * **fast.** What ``CircuitLasso(solver="fast")`` does for one layer pair: standardise (sparse, column
   scaling + offsets), the default grid (16 alphas from the largest ``alpha_max`` down to 1% of it), the
@@ -17,7 +25,10 @@ Protocol (fixed seeds):
   targets (``extrapolated: true``). Its AUROC/precision are on the sampled targets only, and
   ``max_coef_diff`` is the largest difference between the fast and celer coefficients on them.
 * **Metrics.** ``auroc``: over all ``D x D`` candidate edges, each scored by the largest alpha at which
-  it enters the path (0 if never), against the planted edges; ``precision``: precision at ``|true|``
+  it enters the path (0 if never), against the planted edges as generated;
+  ``planted_never_entered_frac``: planted edges that never enter the path (they tie with almost every
+  negative); ``auroc_coef_tiebreak``: the same score with ties at one grid alpha broken by
+  ``|coefficient|`` at the bottom of the grid (:func:`coef_tiebreak`); ``precision``: precision at ``|true|``
   (the ``|true|`` best-scored edges; ties at the cut counted fractionally), as in the method's metrics;
   ``precision_selected``/``recall_selected``: of the per-target eBIC circuit.
 * **Memory.** ``peak_mb``: the peak resident set size (RSS) of this process plus its child processes
@@ -27,13 +38,20 @@ Protocol (fixed seeds):
   positions) against a bare forward pass (:func:`circuitkit.forward`) on the toy LM; and the peak RSS of
   :func:`circuitkit.store.capture_to_disk` with the toy LM's SAEs (each size in a fresh subprocess, RSS
   sampled with psutil from after the model is loaded to the end) at two dataset sizes with the same
-  chunk size, next to in-memory capture+encode.
+  chunk size, next to in-memory capture+encode. ``capture-stream-fixed-mmap`` repeats the streaming
+  capture with glibc's ``MALLOC_MMAP_THRESHOLD_=4194304``: with glibc's default (dynamic) threshold, freed
+  chunk-sized arrays leave a fragmented heap, and the sampled peak drifts up by tens of MB with the number
+  of chunks although nothing is kept from one chunk to the next.
   If the toy LM is not built, a random-weight GPT-2 of the same shape stands in (``model`` says which).
 
 Run::
 
     python -m circuitkit bench scale --json outputs/scale.json
     python -m circuitkit bench scale --quick          # D=4096 only, fewer naive targets, small capture
+    python -m circuitkit bench scale --sizes 24576 --no-capture --naive-targets 30
+    python -m circuitkit bench scale --no-fits --capture-sizes 1024 16384   # streaming-capture memory only
+
+Results and their reading: ``benchmarks/scale.md``.
 """
 
 from __future__ import annotations
@@ -41,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -57,18 +76,27 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SIZES = (4096, 16384, 24576)
 DEFAULT_M = 10_000
+MIN_PARENT_ROWS = 10
 
 
 # -- data -------------------------------------------------------------------------------------------
 
 
-def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: float = 5.0):
+def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: float = 5.0,
+              min_parent_rows: int = MIN_PARENT_ROWS):
     """Synthetic SAE codes of two sites with a planted sparse map (module docstring).
+
+    Planted parents are drawn only among sources active in at least ``min_parent_rows`` of the ``M`` rows:
+    an edge whose parent is (almost) never active is not exercised by the data and cannot be recovered by
+    any observational method. Rarer sources stay in the data as candidate parents (negatives);
+    :func:`parent_eligibility` says how many there are. ``min_parent_rows=1`` draws among all live sources.
 
     Returns ``(Zs [M, D] CSC, Zt [M, D] CSC, A [D, D] CSR)`` with ``A[p, q] != 0`` for planted edges
     ``source p -> target q``."""
     if D < 2 or M < 2:
         raise ValueError(f"need D >= 2 and M >= 2, got D={D}, M={M}")
+    if not isinstance(min_parent_rows, (int, np.integer)) or min_parent_rows < 1:
+        raise ValueError(f"min_parent_rows must be a positive int, got {min_parent_rows!r}")
     rng = np.random.default_rng(seed)
     ranks = rng.permutation(D)
     w = (ranks + 10.0) ** -0.9
@@ -79,10 +107,17 @@ def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: f
     key = np.unique(rows.astype(np.int64) * D + feat)
     rows, feat = key // D, key % D
     Zs = sp.csr_matrix((rng.lognormal(0, 0.5, size=key.size), (rows, feat)), shape=(M, D))
+    active_rows = np.bincount(feat, minlength=D)  # rows in which each source is active (after de-duplication)
+    eligible = np.flatnonzero(active_rows >= min_parent_rows)
+    if eligible.size == 0:
+        raise ValueError(f"no source is active in >= {min_parent_rows} of {M} rows; lower min_parent_rows")
+    # 0-3 parents per target; a target gets any only with probability |eligible| / |live|, so that an eligible
+    # source has the out-degree a live source had when parents were drawn among all live sources (otherwise
+    # the frequent eligible sources would drive ~3x as many target activations per row)
     k = rng.choice([0, 1, 2, 3], size=D, p=[0.03, 0.5, 0.3, 0.17])
+    k[rng.random(D) >= eligible.size / max(int((active_rows > 0).sum()), 1)] = 0
     tgt = np.repeat(np.arange(D), k)
-    alive = np.flatnonzero(counts > 0)
-    src = rng.choice(alive, size=tgt.size)
+    src = rng.choice(eligible, size=tgt.size)
     wt = rng.uniform(0.5, 1.5, size=tgt.size) * np.where(rng.random(tgt.size) < 0.85, 1, -1)
     A = sp.csr_matrix((wt, (src, tgt)), shape=(D, D))
     A.sum_duplicates()
@@ -95,6 +130,53 @@ def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: f
     Zt.data = np.maximum(Zt.data, 0)
     Zt.eliminate_zeros()
     return Zs.tocsc(), Zt.tocsc(), A
+
+
+def parent_eligibility(Zs: sp.spmatrix, min_parent_rows: int = MIN_PARENT_ROWS) -> dict:
+    """How many sources :func:`make_pair` could not draw as planted parents: ``excluded_frac`` of the live
+    (ever active) sources are active in fewer than ``min_parent_rows`` rows; ``dead_frac`` of all sources
+    are never active."""
+    active = np.diff(sp.csc_matrix(Zs).indptr)
+    live = int((active > 0).sum())
+    excluded = int(((active > 0) & (active < min_parent_rows)).sum())
+    return {"min_parent_rows": int(min_parent_rows), "sources_live": live, "sources_excluded": excluded,
+            "excluded_frac": excluded / live if live else float("nan"),
+            "dead_frac": float((active == 0).mean())}
+
+
+def exercised_rows(Zs: sp.spmatrix, A: sp.spmatrix) -> tuple[sp.coo_matrix, np.ndarray]:
+    """For every planted edge ``p -> q`` (``A`` as COO, returned), the number of rows in which it changes its
+    target: ``p`` is active and ``relu(pre_q) != relu(pre_q - w x_p)``, with ``pre = Zs @ A`` the noise-free
+    pre-activation. A negative edge is exercised only where the target's other parents push it above zero,
+    which for rare sources almost never happens."""
+    Zs = sp.csc_matrix(Zs)
+    E = sp.coo_matrix(A)
+    D = Zs.shape[1]
+    pre = sp.coo_matrix(Zs @ A)
+    pkey = pre.row.astype(np.int64) * D + pre.col
+    order = np.argsort(pkey)
+    pkey, pval = pkey[order], pre.data[order]
+    n_act = np.diff(Zs.indptr)[E.row]
+    edge = np.repeat(np.arange(E.nnz), n_act)
+    starts = np.repeat(Zs.indptr[E.row], n_act)
+    offs = np.arange(edge.size) - np.repeat(np.cumsum(n_act) - n_act, n_act)
+    rows, x = Zs.indices[starts + offs], Zs.data[starts + offs]
+    key = rows.astype(np.int64) * D + E.col[edge]
+    at = np.minimum(np.searchsorted(pkey, key), max(len(pkey) - 1, 0))
+    val = np.where(pkey[at] == key, pval[at], 0.0) if len(pkey) else np.zeros(key.size)
+    changed = np.maximum(val, 0) != np.maximum(val - E.data[edge] * x, 0)
+    return E, np.bincount(edge[changed], minlength=E.nnz)
+
+
+def auroc_exercised(entry: sp.csr_matrix, truth: sp.csr_matrix, exercised: sp.csr_matrix) -> float:
+    """AUROC with only the exercised planted edges as positives; the other planted edges are left out of the
+    candidates (neither positive nor negative). Matrices are ``[targets, sources]``."""
+    entry, truth = sp.csr_matrix(entry), sp.csr_matrix(truth != 0, dtype=np.float64)
+    ex = sp.csr_matrix(exercised != 0, dtype=np.float64).multiply(truth)
+    pos = np.asarray(entry[ex.nonzero()]).ravel()
+    neg = entry - entry.multiply(truth)
+    neg.eliminate_zeros()
+    return auroc_from_scores(pos, neg.data, truth.shape[0] * truth.shape[1] - truth.nnz)
 
 
 def standardise(Zs: sp.csc_matrix, Zt: sp.csc_matrix):
@@ -363,15 +445,24 @@ def capture_records(sizes: tuple[int, int], n_throughput: int) -> list[dict]:
                         "auroc": None, "precision": None, "extrapolated": False, "model": name,
                         "tokens_per_s": tokens / best[label], "sites": len(sites),
                         "throughput_vs_forward": best["forward"] / best[label]})
-    for mode in ("stream", "memory"):
+    # glibc's dynamic mmap threshold lets freed chunk-sized arrays fragment the heap, so the sampled peak of
+    # the streaming capture drifts up with the number of chunks although nothing is kept; a fixed threshold
+    # (an environment variable of glibc, not a circuitkit setting) shows the peak without that effect
+    variants = (("stream", "capture-stream", {}), ("stream", "capture-stream-fixed-mmap", FIXED_MMAP_ENV),
+                ("memory", "capture-memory", {}))
+    for mode, label, extra_env in variants:
         for n in sizes:
             out = subprocess.run([sys.executable, "-c", _CAPTURE_CHILD, mode, str(n)], capture_output=True, text=True,
-                                 check=True)
+                                 check=True, env={**os.environ, **extra_env})
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            records.append({"D": None, "M": r["rows"], "method": f"capture-{mode}", "seconds": r["seconds"],
+            records.append({"D": None, "M": r["rows"], "method": label, "seconds": r["seconds"],
                             "peak_mb": r["peak_mb"], "auroc": None, "precision": None, "extrapolated": False,
-                            "model": r["model"], "n_prompts": n, "chunk_size": 256 if mode == "stream" else None})
+                            "model": r["model"], "n_prompts": n, "chunk_size": 256 if mode == "stream" else None,
+                            "env": extra_env})
     return records
+
+
+FIXED_MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "4194304"}
 
 
 # -- CLI -----------------------------------------------------------------------------------------------
@@ -386,30 +477,70 @@ def add_arguments(parser) -> None:
                         help="targets sampled for the naive celer loop (default 40; --quick: 15)")
     parser.add_argument("--alpha-min-ratio", type=float, default=1e-2,
                         help="bottom of the grid as a fraction of alpha_max (default 0.01, CircuitLasso's)")
+    parser.add_argument("--min-parent-rows", type=int, default=MIN_PARENT_ROWS,
+                        help="planted parents are drawn among sources active in at least this many rows "
+                             f"(default {MIN_PARENT_ROWS}; 1: all live sources)")
     parser.add_argument("--no-capture", action="store_true", help="skip the capture measurements")
+    parser.add_argument("--no-fits", action="store_true", help="skip the solver fits (capture only)")
+    parser.add_argument("--capture-sizes", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"),
+                        help="prompts (16 tokens each) for the two streaming-capture sizes (default 1024 4096; "
+                             "--quick: 256 1024)")
     parser.add_argument("--quick", action="store_true", help="D=4096, fewer naive targets, small capture")
 
 
+def coef_tiebreak(entry: sp.csr_matrix, last_coefs: sp.spmatrix, live: np.ndarray) -> sp.csr_matrix:
+    """Path-entry scores with ties broken by ``|coefficient|`` at the bottom of the grid: ``entry * (1 +
+    0.01 * |c| / (1 + |c|))``. The factor stays below the ratio of neighbouring grid alphas, so the order
+    of entry alphas is kept and only edges that enter at the same alpha are reordered."""
+    D = entry.shape[1]
+    lift = sp.csr_matrix((np.ones(len(live)), (np.arange(len(live)), live)), shape=(len(live), D))
+    last = sp.csr_matrix(abs(sp.csr_matrix(last_coefs)) @ lift)
+    last.data = 0.01 * last.data / (1 + last.data)
+    return sp.csr_matrix(entry + entry.multiply(last))
+
+
 def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, capture_sizes=(1024, 4096),
-        n_throughput: int = 512, alpha_min_ratio: float = 1e-2, log: Callable[[str], None] = print) -> list[dict]:
+        n_throughput: int = 512, alpha_min_ratio: float = 1e-2, min_parent_rows: int = MIN_PARENT_ROWS,
+        log: Callable[[str], None] = logger.info) -> list[dict]:
     records: list[dict[str, Any]] = []
     for D in sizes:
-        Zs, Zt, A = make_pair(D, M, seed=0)
+        Zs, Zt, A = make_pair(D, M, seed=0, min_parent_rows=min_parent_rows)
+        elig = parent_eligibility(Zs, min_parent_rows)
         truth = sp.csr_matrix(A.T)  # [targets, sources]
         with PeakRSS() as mem:
             fast = fit_fast(Zs, Zt, n_jobs=n_jobs, alpha_min_ratio=alpha_min_ratio)
         res = fast["result"]
         m = edge_metrics(fast["entry"], fast["selected"], truth)
+        m_tb = edge_metrics(coef_tiebreak(fast["entry"], res.coefs[-1], fast["live"]), fast["selected"], truth)
+        pos = np.asarray(fast["entry"][truth.nonzero()]).ravel()
+        E, n_ex = exercised_rows(Zs, A)
+        is_ex = n_ex >= min_parent_rows
+        ex_t = sp.csr_matrix((np.ones(int(is_ex.sum())), (E.col[is_ex], E.row[is_ex])), shape=truth.shape)
+        auroc_ex = auroc_exercised(fast["entry"], truth, ex_t)
+        neg_w = E.data < 0
         rec = {"D": D, "M": M, "method": "fast", "seconds": fast["seconds"], "peak_mb": mem.mb, "auroc": m["auroc"],
                "precision": m["precision"], "precision_selected": m["precision_selected"],
                "recall_selected": m["recall_selected"], "extrapolated": False, "n_jobs": n_jobs,
                "alpha_min_ratio": alpha_min_ratio,
                "targets_fitted": int((~res.skipped).sum()), "targets_skipped": int(res.skipped.sum()),
                "path_s": fast["path_s"], "grid_s": fast["grid_s"], "select_s": fast["select_s"],
-               "nnz_path_end": int(res.coefs[-1].nnz), "source_l0": Zs.nnz / M, "target_l0": Zt.nnz / M}
+               "nnz_path_end": int(res.coefs[-1].nnz), "source_l0": Zs.nnz / M, "target_l0": Zt.nnz / M,
+               "min_parent_rows": min_parent_rows, "parents_excluded_frac": elig["excluded_frac"],
+               "sources_excluded": elig["sources_excluded"], "sources_live": elig["sources_live"],
+               "sources_dead_frac": elig["dead_frac"], "planted_never_entered_frac": float((pos == 0).mean()),
+               "auroc_coef_tiebreak": m_tb["auroc"], "precision_coef_tiebreak": m_tb["precision"],
+               "planted_exercised_frac": float(is_ex.mean()), "auroc_exercised": auroc_ex,
+               "planted_negative_frac": float(neg_w.mean()),
+               "negative_exercised_frac": float(is_ex[neg_w].mean()) if neg_w.any() else float("nan"),
+               "positive_exercised_frac": float(is_ex[~neg_w].mean()) if (~neg_w).any() else float("nan")}
         log(f"D={D}: fast {rec['seconds']:.1f}s (path {rec['path_s']:.1f}s), peak {rec['peak_mb']:.0f} MB, "
             f"AUROC {m['auroc']:.3f}, precision@|true| {m['precision']:.3f}, eBIC circuit precision "
-            f"{m['precision_selected']:.3f} recall {m['recall_selected']:.3f}")
+            f"{m['precision_selected']:.3f} recall {m['recall_selected']:.3f}; parents drawn among sources active "
+            f"in >= {min_parent_rows} rows ({elig['excluded_frac']:.1%} of live sources excluded); "
+            f"{rec['planted_never_entered_frac']:.1%} of planted edges never enter the path; AUROC with "
+            f"|coef| tie-break {m_tb['auroc']:.3f}; {rec['planted_exercised_frac']:.1%} of planted edges change "
+            f"their target in >= {min_parent_rows} rows (negative-weight edges: "
+            f"{rec['negative_exercised_frac']:.1%}), AUROC on those {auroc_ex:.3f}")
         with PeakRSS() as mem:
             nv = naive_celer(fast, n_targets=naive_targets)
         per = nv["seconds_sample"] / len(nv["sample"])
@@ -440,6 +571,7 @@ def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, captur
         records.append({"D": D, "M": M, "method": "naive-celer", "seconds": naive_total, "peak_mb": mem.mb,
                         "auroc": mn["auroc"], "precision": mn["precision"], "precision_selected": mn["precision_selected"],
                         "extrapolated": True, "sampled_targets": len(sel_rows), "seconds_per_target": per,
+                        "min_parent_rows": min_parent_rows, "parents_excluded_frac": elig["excluded_frac"],
                         "speedup_fast": naive_total / rec["seconds"], "max_coef_diff": nv["max_coef_diff"],
                         "max_rel_objective_diff": nv["max_rel_objective_diff"],
                         "fast_auroc_same_targets": mf["auroc"], "fast_precision_same_targets": mf["precision"]})
@@ -453,7 +585,8 @@ def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, captur
 
 
 def format_table(records: list[dict]) -> str:
-    cols = ["D", "M", "method", "seconds", "peak_mb", "auroc", "precision", "extrapolated"]
+    cols = ["D", "M", "method", "seconds", "peak_mb", "auroc", "precision", "extrapolated",
+            "parents_excluded_frac"]
     lines = [" | ".join(f"{c:>12}" for c in cols)]
     for r in records:
         cells = []
@@ -466,11 +599,13 @@ def format_table(records: list[dict]) -> str:
 
 def main(args) -> int:
     quick = bool(getattr(args, "quick", False))
-    sizes = args.sizes or ([4096] if quick else list(DEFAULT_SIZES))
+    sizes = [] if getattr(args, "no_fits", False) else (args.sizes or ([4096] if quick else list(DEFAULT_SIZES)))
     naive = args.naive_targets or (15 if quick else 40)
+    capture_sizes = getattr(args, "capture_sizes", None) or ((256, 1024) if quick else (1024, 4096))
     records = run(sizes=sizes, M=args.rows, n_jobs=args.n_jobs, naive_targets=naive, capture=not args.no_capture,
-                  capture_sizes=(256, 1024) if quick else (1024, 4096), n_throughput=128 if quick else 512,
-                  alpha_min_ratio=args.alpha_min_ratio)
+                  capture_sizes=tuple(capture_sizes), n_throughput=128 if quick else 512,
+                  alpha_min_ratio=args.alpha_min_ratio,
+                  min_parent_rows=getattr(args, "min_parent_rows", MIN_PARENT_ROWS), log=print)
     print(format_table(records))
     for r in records:
         if r["method"] == "capture":

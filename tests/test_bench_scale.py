@@ -1,0 +1,59 @@
+"""Scale benchmark data: planted parents are sources the data exercises; the per-row activity stays SAE-like."""
+
+import argparse
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from circuitkit.bench import scale
+
+
+def _parent_rows(Zs: sp.csc_matrix, A: sp.csr_matrix) -> np.ndarray:
+    active = np.diff(sp.csc_matrix(Zs).indptr)
+    return active[sp.coo_matrix(A).row]
+
+
+@pytest.mark.parametrize("min_rows", [10, 40])
+def test_planted_parents_are_active_in_at_least_min_parent_rows(min_rows):
+    Zs, _, A = scale.make_pair(8192, 3000, seed=1, min_parent_rows=min_rows)
+    rows = _parent_rows(Zs, A)
+    assert A.nnz > 500 and rows.min() >= min_rows
+    # the rule bites: at this width many live sources are rarer than that, and they stay in the data
+    elig = scale.parent_eligibility(Zs, min_rows)
+    active = np.diff(Zs.indptr)
+    assert elig["sources_excluded"] == int(((active > 0) & (active < min_rows)).sum()) > 1000
+    assert 0 < elig["excluded_frac"] < 1 and elig["min_parent_rows"] == min_rows
+
+
+def test_without_the_rule_rare_parents_are_planted():
+    """The check above can fail: with min_parent_rows=1 (parents among all live sources, the old
+    generator) some planted parents are active in fewer than 10 rows."""
+    Zs, _, A = scale.make_pair(8192, 3000, seed=1, min_parent_rows=1)
+    assert _parent_rows(Zs, A).min() < 10
+
+
+def test_activity_per_row_stays_sae_like():
+    for D in (4096, 24576):
+        Zs, Zt, _ = scale.make_pair(D, 10_000, seed=0)
+        assert 30 <= Zs.nnz / 10_000 <= 60 and 30 <= Zt.nnz / 10_000 <= 60, (D, Zs.nnz, Zt.nnz)
+        freq = np.sort(np.diff(Zs.indptr))[::-1]
+        assert freq[: D // 10].sum() > 0.4 * freq.sum()  # heavy-tailed: the top 10% carry > 40% of activity
+
+
+def test_make_pair_refuses_bad_min_parent_rows():
+    with pytest.raises(ValueError, match="min_parent_rows must be a positive int"):
+        scale.make_pair(64, 100, min_parent_rows=0)
+    with pytest.raises(ValueError, match="no source is active in >= 1000"):
+        scale.make_pair(64, 100, min_parent_rows=1000)
+
+
+def test_cli_flags_and_table():
+    p = argparse.ArgumentParser()
+    scale.add_arguments(p)
+    a = p.parse_args(["--no-fits", "--capture-sizes", "64", "256", "--min-parent-rows", "5"])
+    assert a.no_fits and a.capture_sizes == [64, 256] and a.min_parent_rows == 5
+    table = scale.format_table([{"D": 4096, "M": 10, "method": "fast", "seconds": 1.0, "peak_mb": 2.0,
+                                 "auroc": 0.9, "precision": 0.5, "extrapolated": False,
+                                 "parents_excluded_frac": 0.25}])
+    assert "parents_excluded_frac" in table and "0.250" in table
