@@ -1,13 +1,16 @@
 """Feature ablation inside the forward pass, and gradients of a read-out with respect to SAE features.
 
-Used by :mod:`circuitkit.debias`. Operations on a GPT-2-style HF model (``model.transformer.h``; the
-embedded toy LM, GPT-2), at one or several SAE sites on the residual stream. A site is named by a block
-index ``layer``: ``layer >= 0`` is the output of block ``layer`` (``blocks.{layer}.hook_resid_post``,
-site ``L{layer}.resid_post``); ``layer = -1`` is the embedding, what block 0 reads
-(``blocks.0.hook_resid_pre``, site ``L0.resid_pre``; the output of ``model.transformer.drop``).
+Used by :mod:`circuitkit.debias`. Operations on an HF causal LM whose decoder blocks are at
+``transformer.h`` (GPT-2, the embedded toy LM), ``gpt_neox.layers`` (GPT-NeoX/Pythia) or ``model.layers``
+(Llama, Mistral, Qwen, Gemma), at one or several SAE sites on the residual stream. A site is named by a
+block index ``layer``: ``layer >= 0`` is the output of block ``layer`` (``blocks.{layer}.hook_resid_post``,
+site ``L{layer}.resid_post``; a forward hook on the block); ``layer = -1`` is the embedding, what block 0
+reads (``blocks.0.hook_resid_pre``, site ``L0.resid_pre``; a forward pre-hook on block 0, so it is the
+stream after any scaling the model applies to its embeddings). Pooling and ablation skip the first
+position, which is BOS for tokenizers that prepend one (the toy LM's); for others it drops the first token.
 
-* :func:`pooled_residual` -- the residual stream after block ``layer`` (before ``ln_f``), mean-pooled over
-  each prompt's real tokens (BOS excluded), optionally with SAE features **zero-ablated** at one or more
+* :func:`pooled_residual` -- the residual stream after block ``layer`` (before the final norm), mean-pooled
+  over each prompt's real tokens (BOS excluded), optionally with SAE features **zero-ablated** at one or more
   earlier sites: at every non-BOS token position the site's activation ``h`` becomes
   ``h - sum_{f in S} z_f(h) W_dec[f]``. That is the SAE reconstruction with the selected latents set to
   zero, plus the untouched reconstruction error, so the change propagates through every later layer
@@ -89,24 +92,51 @@ class _StopForward(Exception):
     """Raised by a read hook to end a forward pass early."""
 
 
+# Where the decoder blocks live in the HF architectures the hooks support.
+BLOCK_PATHS = {"gpt2": "transformer.h", "gpt_neox": "gpt_neox.layers", "llama-style": "model.layers"}
+
+
 def _blocks(model: Any) -> Any:
-    try:
-        return model.transformer.h
-    except AttributeError:
-        raise ValueError(f"expected a GPT-2-style HF model with model.transformer.h, got {type(model).__name__}") \
-            from None
+    for path in BLOCK_PATHS.values():
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return obj
+    raise ValueError(f"unsupported model {type(model).__name__}: expected the decoder blocks at one of "
+                     f"{list(BLOCK_PATHS.values())} (GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen/Gemma layouts)")
 
 
-def _site_module(model: Any, layer: int) -> Any:
-    """The module whose output is site ``layer``."""
+def _check_block(model: Any, layer: int) -> Any:
     blocks = _blocks(model)
     layer = _check_layer(layer)
-    if layer == EMBED:
-        return model.transformer.drop
-    if not 0 <= layer < len(blocks):
+    if layer >= len(blocks):
         raise ValueError(f"layer {layer} out of range; the model has blocks 0..{len(blocks) - 1} (and -1, the "
                          "embedding)")
-    return blocks[layer]
+    return blocks
+
+
+def _register(model: Any, layer: int, edit: Callable[[Tensor], Tensor | None]) -> Any:
+    """Hook site ``layer``: ``edit(h)`` sees its activation ``[batch, pos, d]`` and may return a replacement.
+
+    ``layer = -1`` is a forward *pre*-hook on block 0 (its input: the embedding, after any scaling the model
+    applies, e.g. Gemma's sqrt(d)); ``layer = l`` a forward hook on block ``l`` (its output)."""
+    blocks = _check_block(model, layer)
+    if layer == EMBED:
+        def pre(_mod: Any, args: tuple, kwargs: dict) -> Any:
+            if args:
+                new = edit(args[0])
+                return None if new is None else ((new, *args[1:]), kwargs)
+            new = edit(kwargs["hidden_states"])
+            return None if new is None else (args, {**kwargs, "hidden_states": new})
+        return blocks[0].register_forward_pre_hook(pre, with_kwargs=True)
+
+    def post(_mod: Any, _inp: Any, output: Any) -> Any:
+        new = edit(_hidden(output))
+        return None if new is None else _replace(output, new)
+    return blocks[layer].register_forward_hook(post)
 
 
 def _encode(tok: Any, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -143,30 +173,29 @@ def _replace(output: Any, new: Tensor) -> Any:
 
 
 @contextlib.contextmanager
-def _hooks(model: Any, hooks: Sequence[tuple[int, Callable]]) -> Iterator[None]:
-    """Register forward hooks ``(layer, fn)`` (in the given order) for the duration of the block."""
+def _hooks(model: Any, hooks: Sequence[tuple[int, Callable[[Tensor], Tensor | None]]]) -> Iterator[None]:
+    """Register site edits ``(layer, edit)`` (in the given order; see :func:`_register`) for the block."""
     handles = []
     try:
-        for layer, fn in hooks:
-            handles.append(_site_module(model, layer).register_forward_hook(fn))
+        for layer, edit in hooks:
+            handles.append(_register(model, layer, edit))
         yield
     finally:
         for h in handles:
             h.remove()
 
 
-def _ablation_hook(ab: FeatureAblation, keep: dict[str, Tensor]) -> Callable:
+def _ablation_hook(ab: FeatureAblation, keep: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
     idx = torch.as_tensor(ab.features, dtype=torch.long)
     w_dec = ab.sae.W_dec.detach()[idx]  # [k, d]
 
-    def fn(_mod: Any, _inp: Any, output: Any) -> Any:
-        h = _hidden(output)
+    def edit(h: Tensor) -> Tensor:
         with torch.no_grad():
             z = ab.sae.encode(h.to(w_dec.dtype))[..., idx]  # [b, t, k]
             delta = (z @ w_dec).to(h.dtype) * keep["mask"][..., None]
-        return _replace(output, h - delta)
+        return h - delta
 
-    return fn
+    return edit
 
 
 def _as_ablations(ablate: FeatureAblation | Sequence[FeatureAblation] | None) -> list[FeatureAblation]:
@@ -196,7 +225,7 @@ def pooled_residual(
     """Mean over real non-BOS tokens of block ``layer``'s output, optionally with ``ablate`` applied (one
     :class:`FeatureAblation` or several, at distinct sites up to ``layer``)."""
     prompts = _check_prompts(prompts)
-    read_mod = _site_module(model, layer)
+    _check_block(model, layer)
     abls = _as_ablations(ablate)
     late = [a.layer for a in abls if a.layer > layer]
     if late:
@@ -205,13 +234,12 @@ def pooled_residual(
     keep: dict[str, Tensor] = {}
     store: dict[str, Tensor] = {}
 
-    def read(_mod: Any, _inp: Any, output: Any) -> None:
-        store["h"] = _hidden(output)
+    def read(h: Tensor) -> None:
+        store["h"] = h
 
     out = []
-    with _hooks(model, [(a.layer, _ablation_hook(a, keep)) for a in abls]), contextlib.ExitStack() as stack:
-        h_read = read_mod.register_forward_hook(read)  # registered last: reads the ablated output
-        stack.callback(h_read.remove)
+    edits = [(a.layer, _ablation_hook(a, keep)) for a in abls] + [(layer, read)]  # read last: the edited output
+    with _hooks(model, edits):
         for s in tqdm(range(0, len(prompts), batch_size), desc="forward", disable=not progress):
             ids, mask, real = _batch(tok, prompts[s : s + batch_size], device)
             keep["mask"] = real
@@ -263,30 +291,27 @@ def feature_attributions(
     late = [k for k in sites if k > readout_layer]
     if late:
         raise ValueError(f"SAE layer(s) {late} come after the read-out layer {readout_layer}")
-    read_mod = _site_module(model, readout_layer)
+    _check_block(model, readout_layer)
     device = next(model.parameters()).device
     state: dict[Any, Tensor] = {}
 
-    def splice(k: int, s: Any) -> Callable:
-        def fn(_mod: Any, _inp: Any, output: Any) -> Any:
-            h = _hidden(output)
+    def splice(k: int, s: Any) -> Callable[[Tensor], Tensor]:
+        def edit(h: Tensor) -> Tensor:
             z = s.encode(h.detach()).detach().requires_grad_(True)
             state[k] = z
             dec = s.decode(z)
-            return _replace(output, h + (dec - dec.detach()).to(h.dtype))
-        return fn
+            return h + (dec - dec.detach()).to(h.dtype)
+        return edit
 
-    def read(_mod: Any, _inp: Any, output: Any) -> None:
-        state["h"] = _hidden(output)
+    def read(h: Tensor) -> None:
+        state["h"] = h
 
     params = [p.requires_grad for p in model.parameters()]
     out: dict[int, list[Tensor]] = {k: [] for k in sites}
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        with _hooks(model, [(k, splice(k, s)) for k, s in sites.items()]), contextlib.ExitStack() as stack:
-            h_read = read_mod.register_forward_hook(read)
-            stack.callback(h_read.remove)
+        with _hooks(model, [(k, splice(k, s)) for k, s in sites.items()] + [(readout_layer, read)]):
             for s in tqdm(range(0, len(prompts), batch_size), desc="attribution", disable=not progress):
                 ids, mask, real = _batch(tok, prompts[s : s + batch_size], device)
                 with torch.enable_grad():
@@ -329,12 +354,12 @@ def pooled_codes(
     device = next(model.parameters()).device
     store: dict[int, Tensor] = {}
 
-    def read(k: int) -> Callable:
-        def fn(_mod: Any, _inp: Any, output: Any) -> None:
-            store[k] = _hidden(output)
+    def read(k: int) -> Callable[[Tensor], None]:
+        def edit(h: Tensor) -> None:
+            store[k] = h
             if k == last:
                 raise _StopForward
-        return fn
+        return edit
 
     out: dict[int, list] = {k: [] for k in sites}
     with _hooks(model, [(k, read(k)) for k in sites]):

@@ -141,6 +141,10 @@ def test_bad_inputs_raise(toy):
         debias.ablate(model, tok, ["anna is a nurse ."], {"L1.resid_post": []}, saes=saes, readout_layer=3)
     with pytest.raises(ValueError, match="no SAE for site"):
         debias.ablate(model, tok, ["anna is a nurse ."], {"L7.resid_post": [1]}, saes=saes, readout_layer=3)
+    with pytest.raises(ValueError, match="unsupported model"):
+        pooled_residual(torch.nn.Linear(2, 2), tok, ["anna is a nurse ."], layer=0)
+    with pytest.raises(ValueError, match="out of range"):
+        pooled_residual(model, tok, ["anna is a nurse ."], layer=4)
     with pytest.raises(ValueError, match="after the read-out"):
         pooled_residual(model, tok, ["anna is a nurse ."], layer=1,
                         ablate=FeatureAblation(sae=saes[2], layer=2, features=[0]))
@@ -354,3 +358,52 @@ def test_cost_at_scale_records():
     assert all(r["seconds"] > 0 and r["n_prompts"] == 40 for r in rows)
     with pytest.raises(ValueError, match="valid choices"):
         cost_at_scale("gpt5")
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_hooks_on_other_architectures(arch):
+    """Random-weight Pythia- and Llama-shaped models: pooled sites equal HF's hidden states, and an
+    embedding-site ablation equals feeding the edited embeddings by hand."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from circuitkit.models.toylm import load_toy_lm
+
+    _, tok = load_toy_lm()
+    torch.manual_seed(0)
+    if arch == "gpt_neox":
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                                                 num_attention_heads=4, intermediate_size=64))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=2, intermediate_size=64))
+    model.eval()
+    sae = StandardSAE(StandardSAEConfig(d_in=32, d_sae=64, metadata=SAEMetadata(hook_name="blocks.0.hook_resid_pre")))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.normal_(0, 0.3)
+    sae.eval()
+    prompts = ["anna is a nurse in ohio .", "tom teaches courses at the university every week ."]
+    ids, mask, real = __import__("circuitkit.ablate", fromlist=["_batch"])._batch(tok, prompts, "cpu")
+    with torch.no_grad():
+        hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    m = real.float()[..., None]
+
+    def pool(h):
+        return ((h * m).sum(1) / m.sum(1)).numpy()
+
+    np.testing.assert_allclose(pooled_residual(model, tok, prompts, layer=0), pool(hs[1]), atol=1e-5)
+    codes = pooled_codes(model, tok, prompts, sae=sae, layer=-1).toarray()
+    with torch.no_grad():
+        np.testing.assert_allclose(codes, pool(sae.encode(hs[0]) * m), atol=1e-5)
+    f = int(np.argmax(codes.sum(0)))
+    abl = pooled_residual(model, tok, prompts, layer=0, ablate=FeatureAblation(sae=sae, layer=-1, features=[f]))
+    with torch.no_grad():
+        e = hs[0]
+        e = e - (sae.encode(e)[..., [f]] @ sae.W_dec[[f]]) * m
+        ref = model(inputs_embeds=e, attention_mask=mask, output_hidden_states=True).hidden_states[1]
+    np.testing.assert_allclose(abl, pool(ref), atol=1e-5)
+    assert np.abs(abl - pool(hs[1])).max() > 1e-4
+    attr = feature_attributions(model, tok, prompts, sae=sae, layer=-1, readout_layer=1, readout=lambda h: h.sum(-1))
+    assert attr.shape == (2, 64) and np.isfinite(attr).all() and np.abs(attr).max() > 0
