@@ -44,8 +44,15 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EMBED", "FeatureAblation", "feature_attributions", "pooled_codes", "pooled_residual", "site_name",
-           "sae_hook"]
+__all__ = [
+    "EMBED",
+    "FeatureAblation",
+    "feature_attributions",
+    "pooled_codes",
+    "pooled_residual",
+    "sae_hook",
+    "site_name",
+]
 
 EMBED = -1  # the ``layer`` index of the embedding site (what block 0 reads)
 
@@ -204,7 +211,7 @@ def _as_ablations(ablate: FeatureAblation | Sequence[FeatureAblation] | None) ->
     abls = [ablate] if isinstance(ablate, FeatureAblation) else list(ablate)
     for a in abls:
         if not isinstance(a, FeatureAblation):
-            raise ValueError(f"ablate must hold FeatureAblation objects, got {type(a).__name__}")
+            raise ValueError(f"ablate must hold FeatureAblation objects, got {type(a).__name__}")  # noqa: TRY004
     layers = [a.layer for a in abls]
     if len(set(layers)) != len(layers):
         raise ValueError(f"several ablations at the same layer {sorted(layers)}; merge their features into one")

@@ -73,10 +73,10 @@ __all__ = [
     "ProfessionProbe",
     "ablate",
     "evaluate",
-    "load_bias_in_bios",
-    "load_bios_splits",
     "feature_gender_stats",
     "iterative_selection",
+    "load_bias_in_bios",
+    "load_bios_splits",
     "load_debias_saes",
     "marked_features",
     "rank_features",
@@ -322,7 +322,7 @@ class DebiasConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DebiasConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DebiasConfig:
         return cls(**d)
 
 
@@ -338,7 +338,7 @@ class ProfessionProbe:
         self.C = C
         self.max_iter = max_iter
 
-    def fit(self, X: np.ndarray, y: Any) -> "ProfessionProbe":
+    def fit(self, X: np.ndarray, y: Any) -> ProfessionProbe:
         from sklearn.linear_model import LogisticRegression
 
         X = np.asarray(X, dtype=np.float64)
@@ -416,7 +416,7 @@ class FeatureRanking:
         if not self.widths:
             if len(self.sites) != 1:
                 raise ValueError("widths are needed when a ranking covers several sites")
-            self.widths = (int(len(self.importance)),)
+            self.widths = (len(self.importance),)
         self.widths = tuple(int(w) for w in self.widths)
         if sum(self.widths) != len(self.importance):
             raise ValueError(f"widths {self.widths} do not add up to the {len(self.importance)} features")
