@@ -165,3 +165,18 @@ def test_registry_auto_rule_and_bad_options():
         FastSolver().path(sp.csc_matrix(np.eye(3)), np.eye(3), np.array([0.1, 0.2]))
     with pytest.raises(ValueError, match=r"Y\[:, j\] and Y\[:, cols\] only"):
         SparseTargets(sp.csc_matrix(np.eye(3)), np.zeros(3), np.ones(3))[0]
+
+
+def test_alpha_max_matches_dense_correlations():
+    """The buffered, in-place alpha_max equals the max of the centred X'Y of xty, for any chunking."""
+    from circuitkit.fit.fast import SparseTargets
+
+    rng = np.random.default_rng(0)
+    X = sp.random(300, 500, density=0.2, random_state=1, format="csc")
+    T = SparseTargets(sp.random(300, 700, density=0.1, random_state=2, format="csc"), rng.random(700),
+                      rng.random(700) + 0.5)
+    for off in (rng.random(500), None):
+        ref = float(np.abs(T.xty(X, off)).max()) / 300
+        for chunk in (64, 700, 1000):
+            np.testing.assert_allclose(T.alpha_max(X, off, chunk=chunk), ref, rtol=1e-12)
+        np.testing.assert_allclose(T.alpha_max(X.toarray(), off, chunk=50), ref, rtol=1e-12)

@@ -123,12 +123,41 @@ class SparseTargets:
         return out
 
     def alpha_max(self, X, offset: np.ndarray | None, *, chunk: int = 256) -> float:
-        """``max_j ||X_c' y_j||_inf / n``: the smallest alpha at which every target's fit is empty."""
+        """``max_j ||X_c' y_j||_inf / n``: the smallest alpha at which every target's fit is empty.
+
+        Same value as :meth:`xty` chunk by chunk, but into one reused Fortran buffer with in-place BLAS
+        rank-1 updates for the centring: fresh ~50 MB temporaries per chunk cost more in page faults than
+        the arithmetic (21 s vs ~3 s at D=24,576, M=10,000 on a 2-core VM)."""
+        from scipy.linalg import blas
+
+        n, q = self.shape
+        p = X.shape[1]
+        if q == 0 or p == 0:
+            return 0.0
+        colsum_x = np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
+        sum_raw = np.asarray(self.raw.sum(axis=0), dtype=np.float64).ravel()
+        XT = X.T.tocsr() if sp.issparse(X) else np.asarray(X).T
+        chunk = max(1, min(chunk, q))
+        buf = np.empty((p, chunk), order="F")
         amax = 0.0
-        for start in range(0, self.shape[1], chunk):
-            c = self.xty(X, offset, np.arange(start, min(start + chunk, self.shape[1])))
-            amax = max(amax, float(np.abs(c).max(initial=0.0)))
-        return amax / self.shape[0]
+        for start in range(0, q, chunk):
+            cols = np.arange(start, min(start + chunk, q))
+            m = len(cols)
+            b = buf if m == chunk else np.empty((p, m), order="F")
+            raw = self.raw[:, cols]
+            if sp.issparse(XT):
+                b[...] = 0.0
+                sp.csr_matrix(XT @ raw).toarray(out=b)  # accumulates into the zeroed buffer
+            else:
+                b[...] = XT @ raw.toarray()
+            inv = 1.0 / self.scale[cols]
+            b *= inv  # column scaling in place
+            b = blas.dger(-1.0, colsum_x, self.mean[cols] * inv, a=b, overwrite_a=True)
+            if offset is not None:
+                sum_y = (sum_raw[cols] - n * self.mean[cols]) * inv
+                b = blas.dger(-1.0, np.asarray(offset, dtype=np.float64), sum_y, a=b, overwrite_a=True)
+            amax = max(amax, float(b.max()), float(-b.min()))
+        return amax / n
 
 
 def as_sparse_targets(Y) -> SparseTargets:
