@@ -57,3 +57,17 @@ def test_cli_flags_and_table():
                                  "auroc": 0.9, "precision": 0.5, "extrapolated": False,
                                  "parents_excluded_frac": 0.25}])
     assert "parents_excluded_frac" in table and "0.250" in table
+
+
+def test_negative_edges_are_mostly_invisible_so_the_default_plants_none():
+    """Why the default generator plants excitatory edges only: in relu(sum of parents) with no baseline, a
+    negative edge changes its target only where a positive parent is co-active."""
+    Zs, _, A = scale.make_pair(4096, 3000, seed=2, neg_frac=0.15)
+    E, rows = scale.exercised_rows(Zs, A)
+    neg = E.data < 0
+    assert 0.1 < neg.mean() < 0.2
+    assert (rows[neg] >= 3).mean() < 0.1 and (rows[~neg] >= 3).mean() > 0.9
+    Zs, _, A = scale.make_pair(4096, 3000, seed=2)
+    assert (A.data > 0).all()
+    with pytest.raises(ValueError, match="neg_frac"):
+        scale.make_pair(64, 100, neg_frac=1.0)

@@ -12,9 +12,11 @@ Protocol (fixed seeds):
   That variant does *not* raise the AUROC (0.922 vs 0.924) and makes the fit slower (77% of targets are
   parentless noise), so it is not the default: the planted edges that no method recovers are negative
   edges that never change their target (``auroc_exercised``; :func:`exercised_rows`).
-  Weights ±[0.5, 1.5] (15% negative); a target is ``relu`` of its parents' weighted sum with 20%
-  multiplicative and small additive noise, plus ~5 spontaneous activations per row, giving ~50 active
-  target features per row by default. Some features are dead (never active) and are skipped and
+  Weights in [0.5, 1.5], negative for a fraction ``neg_frac`` (``--neg-frac``, default 0: with no
+  baseline, a negative edge changes its target only where a positive parent is co-active, ~1% of them, so
+  the rest would be planted yet invisible in the data; 0.15 is the earlier mix). A target is ``relu`` of
+  its parents' weighted sum with 20% multiplicative and small additive noise, plus ~5 spontaneous
+  activations per row, giving ~50 active target features per row by default. Some features are dead (never active) and are skipped and
   counted.
 * **fast.** What ``CircuitLasso(solver="fast")`` does for one layer pair: standardise (sparse, column
   scaling + offsets), the default grid (16 alphas from the largest ``alpha_max`` down to 1% of it), the
@@ -77,13 +79,18 @@ logger = logging.getLogger(__name__)
 DEFAULT_SIZES = (4096, 16384, 24576)
 DEFAULT_M = 10_000
 MIN_PARENT_ROWS = 1
+# Planted negative (inhibitory) edges. A target is relu(sum of its parents) with no baseline, so a negative
+# edge changes its target only where a positive parent of the same target is co-active: with SAE-sparse
+# sources that is ~1% of negative edges, and the rest are planted but have no effect on the data. The
+# default plants identifiable (excitatory) edges only; --neg-frac 0.15 gives the earlier mix.
+NEG_FRAC = 0.0
 
 
 # -- data -------------------------------------------------------------------------------------------
 
 
 def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: float = 5.0,
-              min_parent_rows: int = MIN_PARENT_ROWS):
+              min_parent_rows: int = MIN_PARENT_ROWS, neg_frac: float = NEG_FRAC):
     """Synthetic SAE codes of two sites with a planted sparse map (module docstring).
 
     Planted parents are drawn only among sources active in at least ``min_parent_rows`` of the ``M`` rows:
@@ -95,6 +102,8 @@ def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: f
     ``source p -> target q``."""
     if D < 2 or M < 2:
         raise ValueError(f"need D >= 2 and M >= 2, got D={D}, M={M}")
+    if isinstance(neg_frac, bool) or not isinstance(neg_frac, (int, float)) or not 0 <= neg_frac < 1:
+        raise ValueError(f"neg_frac must be a float in [0, 1), got {neg_frac!r}")
     if not isinstance(min_parent_rows, (int, np.integer)) or min_parent_rows < 1:
         raise ValueError(f"min_parent_rows must be a positive int, got {min_parent_rows!r}")
     rng = np.random.default_rng(seed)
@@ -118,7 +127,7 @@ def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: f
     k[rng.random(D) >= eligible.size / max(int((active_rows > 0).sum()), 1)] = 0
     tgt = np.repeat(np.arange(D), k)
     src = rng.choice(eligible, size=tgt.size)
-    wt = rng.uniform(0.5, 1.5, size=tgt.size) * np.where(rng.random(tgt.size) < 0.85, 1, -1)
+    wt = rng.uniform(0.5, 1.5, size=tgt.size) * np.where(rng.random(tgt.size) < 1 - neg_frac, 1, -1)
     A = sp.csr_matrix((wt, (src, tgt)), shape=(D, D))
     A.sum_duplicates()
     pre = (Zs @ A).tocsr()
@@ -480,6 +489,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-parent-rows", type=int, default=MIN_PARENT_ROWS,
                         help="planted parents are drawn among sources active in at least this many rows "
                              f"(default {MIN_PARENT_ROWS}: all live sources)")
+    parser.add_argument("--neg-frac", type=float, default=NEG_FRAC,
+                        help="fraction of planted edges with negative weight (default 0: only identifiable, "
+                             "excitatory edges; 0.15 is the earlier generator)")
     parser.add_argument("--no-capture", action="store_true", help="skip the capture measurements")
     parser.add_argument("--no-fits", action="store_true", help="skip the solver fits (capture only)")
     parser.add_argument("--capture-sizes", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"),
@@ -501,10 +513,10 @@ def coef_tiebreak(entry: sp.csr_matrix, last_coefs: sp.spmatrix, live: np.ndarra
 
 def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, capture_sizes=(1024, 4096),
         n_throughput: int = 512, alpha_min_ratio: float = 1e-2, min_parent_rows: int = MIN_PARENT_ROWS,
-        log: Callable[[str], None] = logger.info) -> list[dict]:
+        neg_frac: float = NEG_FRAC, log: Callable[[str], None] = logger.info) -> list[dict]:
     records: list[dict[str, Any]] = []
     for D in sizes:
-        Zs, Zt, A = make_pair(D, M, seed=0, min_parent_rows=min_parent_rows)
+        Zs, Zt, A = make_pair(D, M, seed=0, min_parent_rows=min_parent_rows, neg_frac=neg_frac)
         elig = parent_eligibility(Zs, min_parent_rows)
         truth = sp.csr_matrix(A.T)  # [targets, sources]
         with PeakRSS() as mem:
@@ -525,7 +537,8 @@ def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, captur
                "targets_fitted": int((~res.skipped).sum()), "targets_skipped": int(res.skipped.sum()),
                "path_s": fast["path_s"], "grid_s": fast["grid_s"], "select_s": fast["select_s"],
                "nnz_path_end": int(res.coefs[-1].nnz), "source_l0": Zs.nnz / M, "target_l0": Zt.nnz / M,
-               "min_parent_rows": min_parent_rows, "parents_excluded_frac": elig["excluded_frac"],
+               "min_parent_rows": min_parent_rows, "neg_frac": neg_frac,
+               "parents_excluded_frac": elig["excluded_frac"],
                "sources_excluded": elig["sources_excluded"], "sources_live": elig["sources_live"],
                "sources_dead_frac": elig["dead_frac"], "planted_never_entered_frac": float((pos == 0).mean()),
                "auroc_coef_tiebreak": m_tb["auroc"], "precision_coef_tiebreak": m_tb["precision"],
@@ -605,7 +618,8 @@ def main(args) -> int:
     records = run(sizes=sizes, M=args.rows, n_jobs=args.n_jobs, naive_targets=naive, capture=not args.no_capture,
                   capture_sizes=tuple(capture_sizes), n_throughput=128 if quick else 512,
                   alpha_min_ratio=args.alpha_min_ratio,
-                  min_parent_rows=getattr(args, "min_parent_rows", MIN_PARENT_ROWS), log=print)
+                  min_parent_rows=getattr(args, "min_parent_rows", MIN_PARENT_ROWS),
+                  neg_frac=getattr(args, "neg_frac", NEG_FRAC), log=print)
     print(format_table(records))
     for r in records:
         if r["method"] == "capture":
