@@ -298,13 +298,15 @@ def test_removing_selected_features_debiases(result):
         # zero-ablating the selected features moves the original classifier off gender ...
         assert t.at[m, "worst_group_acc"] > orig["worst_group_acc"] + 0.05, m
         assert t.at[m, "classifier_gender_acc"] < orig["classifier_gender_acc"] - 0.2, m
-        # ... and gender leaks much less: a fresh gender probe falls from ~100% toward 50%
-        assert t.at[m, "gender_leakage"] < orig["gender_leakage"] - 0.2, m
-        # retrained on the ablated ambiguous split, the classifier learns profession: measured 0.65 vs 0.03
+        # ... and gender leaks much less: a fresh gender probe falls from ~100% toward 50% (measured 0.57)
+        assert t.at[m, "gender_leakage"] < min(orig["gender_leakage"] - 0.3, 0.65), m
+        # retrained on the ablated ambiguous split, the classifier learns profession: worst group measured
+        # 0.72 against the original's 0.03 and the oracle's 0.70
         r = t.loc[f"{m}-retrain"]
         assert r["worst_group_acc"] > orig["worst_group_acc"] + 0.4, m
+        assert r["worst_group_acc"] > t.at["oracle", "worst_group_acc"] - 0.1, m
         assert r["profession_acc"] > orig["profession_acc"] + 0.1, m
-        assert r["classifier_gender_acc"] < 0.65, m
+        assert r["classifier_gender_acc"] < 0.6, m
     # what was removed is gender: every selected feature is gender-pure on held-out bios
     for m, sel in result.selections.items():
         chosen = sel[sel["selected"]]

@@ -74,7 +74,7 @@ def _toylm_dir() -> Path:
 # the one the debiasing workflow uses: with k=16 a first name is coded by 16 features, most of them shared
 # between female and male names, so no set of whole features carries gender alone.
 SAE_FAMILIES = {"toylm": "k=16 TopK, width 1024, every residual site",
-                "toylm-sparse": "k=4 TopK, width 1024, the embedding (blocks.0.hook_resid_pre)"}
+                "toylm-sparse": "k=4 TopK, width 1024, 4000 steps, the embedding (blocks.0.hook_resid_pre)"}
 
 
 def _saes_dir(family: str = "toylm") -> Path:
