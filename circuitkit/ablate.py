@@ -65,8 +65,9 @@ def site_name(layer: int) -> str:
 
 def sae_hook(layer: int) -> str:
     """The TransformerLens/sae_lens hook name of an SAE ``layer`` index (``-1 -> 'blocks.0.hook_resid_pre'``)."""
-    _check_layer(layer)
-    return "blocks.0.hook_resid_pre" if layer == EMBED else f"blocks.{int(layer)}.hook_resid_post"
+    from .sae import site_to_hook
+
+    return site_to_hook(site_name(layer))
 
 
 def _check_layer(layer: Any) -> int:
@@ -171,6 +172,12 @@ def _check_prompts(prompts: Any) -> list[str]:
     return list(prompts)
 
 
+def _pool(h: Tensor, real: Tensor) -> Tensor:
+    """Mean of ``h [batch, pos, d]`` over the positions where ``real [batch, pos]`` is true."""
+    m = real.to(h.dtype)[..., None]
+    return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
 def _hidden(output: Any) -> Tensor:
     return output[0] if isinstance(output, tuple) else output
 
@@ -251,9 +258,7 @@ def pooled_residual(
             ids, mask, real = _batch(tok, prompts[s : s + batch_size], device)
             keep["mask"] = real
             model(input_ids=ids, attention_mask=mask)
-            h = store.pop("h").float()
-            m = real.float()[..., None]
-            out.append(((h * m).sum(1) / m.sum(1).clamp_min(1.0)).cpu())
+            out.append(_pool(store.pop("h").float(), real).cpu())
     return torch.cat(out).numpy()
 
 
@@ -323,10 +328,8 @@ def feature_attributions(
                 ids, mask, real = _batch(tok, prompts[s : s + batch_size], device)
                 with torch.enable_grad():
                     model(input_ids=ids, attention_mask=mask)
-                    h = state.pop("h")
+                    pooled = _pool(state.pop("h"), real)
                     zs = [state.pop(k) for k in sites]
-                    m = real.to(h.dtype)[..., None]
-                    pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
                     grads = torch.autograd.grad(readout(pooled).sum(), zs)
                 for k, z, g in zip(sites, zs, grads):
                     out[k].append(((z * g).detach() * real[..., None]).sum(1).float().cpu())
@@ -376,9 +379,7 @@ def pooled_codes(
                 model(input_ids=ids, attention_mask=mask)
             except _StopForward:
                 pass
-            n_real = real.sum(1, keepdim=True).clamp_min(1)
             for k, sae_k in sites.items():
-                z = sae_k.encode(store.pop(k)) * real[..., None]
-                out[k].append(sp.csr_matrix((z.sum(1) / n_real.to(z.dtype)).float().cpu().numpy()))
+                out[k].append(sp.csr_matrix(_pool(sae_k.encode(store.pop(k)), real).float().cpu().numpy()))
     res = {k: sp.vstack(v, format="csr") for k, v in out.items()}
     return res[next(iter(sites))] if single else res

@@ -17,7 +17,7 @@ The workflow (``../shared/docs/method.md`` sections 2-5; Marks et al.'s SHIFT se
    representation ``pooled_residual(layer=readout_layer)`` (default: block 3's output, mean over non-BOS
    tokens), trained on ``train``.
 3. **Ranking**, over the SAE features of every site in ``sae_layers`` (default: the embedding
-   ``L0.resid_pre`` and every block's output, 5 x 1024 features on the toy LM).
+   ``L0.resid_pre``, 1024 features of the sparse k=4 SAE; block outputs can be added).
    :func:`rank_features` -- CircuitLasso's prediction-target fit on the per-prompt mean-pooled,
    standardised codes of all sites jointly: by default the Lasso of the probe's *logit* on ``train``
    (L1 least squares, the fast Gram solver); ``target="prediction"``/``"label"`` fit an L1 logistic
@@ -380,15 +380,6 @@ class ProfessionProbe:
 # --------------------------------------------------------------------------------------------------
 
 
-def _layer_of(site: str) -> int | None:
-    """``'L0.resid_pre' -> -1``, ``'L{l}.resid_post' -> l``; other sites -> None (rankable, not ablatable)."""
-    if site == "L0.resid_pre" or site == "embed":
-        return -1
-    if site.startswith("L") and site.endswith(".resid_post") and site[1:-len(".resid_post")].isdigit():
-        return int(site[1:-len(".resid_post")])
-    return None
-
-
 @dataclass
 class FeatureRanking:
     """SAE features of one or more sites ranked by dataset-level importance.
@@ -509,9 +500,11 @@ def _codes_with_sites(codes: Any, site: str | None) -> tuple[sp.csr_matrix, tupl
     if isinstance(codes, dict):
         if not codes:
             raise ValueError("codes is an empty dict; give {layer or site: [prompts, features] matrix}")
-        items = sorted(codes.items(), key=lambda kv: _layer_of(kv[0]) if isinstance(kv[0], str) else kv[0])
-        names = tuple(k if isinstance(k, str) else site_name(k) for k, _ in items)
-        mats = [_as_codes(v) for _, v in items]
+        from .sites import sort_sites
+
+        named = {k if isinstance(k, str) else site_name(k): v for k, v in codes.items()}
+        names = tuple(sort_sites(named))  # computation order, as the layer indices sort
+        mats = [_as_codes(named[n]) for n in names]
         rows = {m.shape[0] for m in mats}
         if len(rows) != 1:
             raise ValueError(f"the sites' code matrices have different numbers of rows {sorted(rows)}")
@@ -672,15 +665,6 @@ def shift_ranking(
 # --------------------------------------------------------------------------------------------------
 # selection
 # --------------------------------------------------------------------------------------------------
-
-
-def _auc(x: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    if np.unique(y).size < 2 or np.ptp(x) == 0:
-        return 0.5
-    a = float(roc_auc_score(y, x))
-    return max(a, 1 - a)
 
 
 def _aucs(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -934,7 +918,8 @@ def _warm_up(model: Any, tok: Any, prompts: list[str], *, saes: dict[int, Any], 
     from .ablate import feature_attributions
 
     X = sp.random(16, 8, density=0.5, random_state=0, format="csr")
-    rank_features(X, np.arange(16) % 2, n_alphas=2)
+    rank_features(X, np.arange(16) % 2, n_alphas=2)  # logistic (skglm)
+    rank_features(X, np.arange(16) * 0.5, n_alphas=2)  # squared (the fast solver's numba kernels)
     feature_attributions(model, tok, prompts, saes=saes, readout_layer=cfg.readout_layer,
                          readout=probe.torch_readout(), batch_size=len(prompts))
 
@@ -967,8 +952,8 @@ def run_debias(
 ) -> DebiasResult:
     """The whole comparison on the synthetic task (toy LM and its SAEs unless given). ``quick`` shrinks the
     splits to 400 bios. ``saes``: ``{layer: sae}`` for ``config.sae_layers`` (default: the toy LM's).
-    ``seconds``: ranking time for ``circuitlasso`` (the pooled-code forward pass, no gradients, + the
-    L1-logistic path) and ``shift`` (forward + backward passes); classifier training time for
+    ``seconds``: ranking time for ``circuitlasso`` (the pooled-code forward pass, no gradients, + its L1
+    paths and the selection rule) and ``shift`` (forward + backward passes); classifier training time for
     ``original``/``oracle``; ``*-retrain`` adds retraining to its ranking time.
 
     ``budgets``: inspection budgets ``k`` for a sweep that compares the two *rankings* rather than the
@@ -1021,35 +1006,40 @@ def run_debias(
     rankings: dict[str, FeatureRanking] = {}
     selections: dict[str, pd.DataFrame] = {}
     train_codes = None
+    rule = {"rule": cfg.selection, "min_purity": cfg.min_purity, "min_support": cfg.min_support,
+            "min_gender_auc": cfg.min_gender_auc}
+
+    def ablated(ranking: FeatureRanking, sel: pd.DataFrame) -> tuple[int, dict[str, np.ndarray]]:
+        """The number of selected features and the train/probe/test representations without them."""
+        chosen = ranking.by_site(sel.loc[sel["selected"], "index"].astype(int).tolist())
+        n = sum(len(v) for v in chosen.values())
+        if not n:
+            return 0, {k: reps[k] for k in ("train", "probe", "test")}
+        return n, {k: ablate(model, tokenizer, prompts[k], chosen, saes=saes, readout_layer=cfg.readout_layer,
+                             batch_size=cfg.batch_size) for k in ("train", "probe", "test")}
+
     _warm_up(model, tokenizer, prompts["train"][:8], saes=saes, cfg=cfg, probe=original)
     for name in ("circuitlasso", "shift"):
         if name not in methods and f"{name}-retrain" not in methods:
             continue
-        rule = {"n_candidates": cfg.n_candidates, "rule": cfg.selection, "min_purity": cfg.min_purity,
-                "min_support": cfg.min_support, "min_gender_auc": cfg.min_gender_auc}
         if name == "circuitlasso":
             t = time.perf_counter()
             train_codes = pooled_codes(model, tokenizer, prompts["train"], saes=saes, batch_size=cfg.batch_size)
             y = {"logit": original.decision_function, "prediction": original.predict}[cfg.target](reps["train"]) \
                 if cfg.target != "label" else data.train["label"].to_numpy()
             ranking, sel = iterative_selection(train_codes, y, heldout_codes, data.heldout, rounds=cfg.max_rounds,
-                                               n_alphas=cfg.n_alphas, alpha_min_ratio=cfg.alpha_min_ratio, **rule)
+                                               n_candidates=cfg.n_candidates, n_alphas=cfg.n_alphas,
+                                               alpha_min_ratio=cfg.alpha_min_ratio, **rule)
             ranking.seconds = time.perf_counter() - t
             ranking.meta["timed"] = (f"forward pass for the pooled SAE codes + {ranking.meta['rounds']} L1 "
                                      f"{ranking.meta['loss']} path(s) + selection rule")
         else:
             ranking = shift_ranking(model, tokenizer, prompts["train"], saes=saes, readout_layer=cfg.readout_layer,
                                     probe=original, batch_size=cfg.batch_size, progress=progress)
-            sel = select_features(ranking, heldout_codes, data.heldout, **rule)
+            sel = select_features(ranking, heldout_codes, data.heldout, n_candidates=cfg.n_candidates, **rule)
         rankings[name] = ranking
         selections[name] = sel
-        chosen = ranking.by_site(sel.loc[sel["selected"], "index"].astype(int).tolist())
-        n_chosen = sum(len(v) for v in chosen.values())
-        if n_chosen:
-            abl = {k: ablate(model, tokenizer, prompts[k], chosen, saes=saes, readout_layer=cfg.readout_layer,
-                             batch_size=cfg.batch_size) for k in ("train", "probe", "test")}
-        else:
-            abl = {k: reps[k] for k in ("train", "probe", "test")}
+        n_chosen, abl = ablated(ranking, sel)
         if name in methods:
             records.append(row(name, original, abl["test"], abl["probe"], n_chosen, ranking.seconds))
         if f"{name}-retrain" in methods:
@@ -1062,18 +1052,10 @@ def run_debias(
         _check_pos_int("budget", k)
         for name, ranking in rankings.items():
             sel = select_features(ranking, heldout_codes, data.heldout, n_candidates=int(k), warn_if_empty=False,
-                                  **{key: v for key, v in rule.items() if key != "n_candidates"})
-            chosen = ranking.by_site(sel.loc[sel["selected"], "index"].astype(int).tolist())
-            n_chosen = sum(len(v) for v in chosen.values())
-            rec: dict[str, Any] = {"method": name, "budget": int(k), "n_inspected": len(sel), "n_features": n_chosen}
-            if n_chosen:
-                abl = {s: ablate(model, tokenizer, prompts[s], chosen, saes=saes, readout_layer=cfg.readout_layer,
-                                 batch_size=cfg.batch_size) for s in ("train", "probe", "test")}
-                retrained = ProfessionProbe(C=cfg.C).fit(abl["train"], data.train["label"])
-                rec.update(evaluate(retrained, abl["test"], data.test, X_probe=abl["probe"], probe=data.probe,
-                                    C=cfg.C))
-            else:
-                rec.update({k2: v for k2, v in records[0].items() if k2 in
-                            ("profession_acc", "gender_leakage", "worst_group_acc", "classifier_gender_acc")})
-            sweep.append(rec)
+                                  **rule)
+            n_chosen, abl = ablated(ranking, sel)
+            # with nothing selected, the original classifier stands (nothing to ablate, nothing to retrain)
+            clf = ProfessionProbe(C=cfg.C).fit(abl["train"], data.train["label"]) if n_chosen else original
+            sweep.append({"method": name, "budget": int(k), "n_inspected": len(sel), "n_features": n_chosen,
+                          **evaluate(clf, abl["test"], data.test, X_probe=abl["probe"], probe=data.probe, C=cfg.C)})
     return DebiasResult(records, rankings, selections, cfg, data, train_codes, sweep)
