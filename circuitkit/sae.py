@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Float
 
 from .activations import Activations, check_finite
+from .features import Features
 from .sites import parse_site
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def load_sae(path_or_release: str | Path, sae_id: str | None = None, *, device: 
     return sae
 
 
-def _attach(saes: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
+def attach_saes(saes: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
     """Normalise ``saes`` to ``{site: sae}``. Keys may be sites or hook names; a list uses each SAE's hook."""
     out: dict[str, Any] = {}
     items = saes.items() if isinstance(saes, Mapping) else ((None, s) for s in saes)
@@ -114,57 +115,6 @@ def _attach(saes: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
     return out
 
 
-@dataclass
-class Features:
-    """Sparse SAE codes per site, the reconstruction errors, and the row index of the activations.
-
-    Node names: feature ``p`` of site ``s`` is ``"{s}/f{p}"``; the error node of ``s`` is ``"{s}/err"``.
-    """
-
-    codes: dict[str, sp.csr_matrix]
-    errors: dict[str, Float[np.ndarray, "rows d_in"]]
-    index: pd.DataFrame
-    tokens: list[list[str]] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def sites(self) -> list[str]:
-        from .sites import sort_sites
-
-        return sort_sites(self.codes)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, site: str) -> sp.csr_matrix:
-        try:
-            return self.codes[site]
-        except KeyError:
-            raise ValueError(f"no SAE codes for site {site!r}; encoded sites are {self.sites}") from None
-
-    def widths(self) -> dict[str, int]:
-        return {s: self.codes[s].shape[1] for s in self.sites}
-
-    def error_norm(self, site: str) -> np.ndarray:
-        return np.linalg.norm(self.errors[site], axis=1)
-
-    def stats(self) -> pd.DataFrame:
-        """Per-site L0 (mean active features per row), alive features and FVU of the reconstruction."""
-        rows = []
-        for s in self.sites:
-            c = self.codes[s]
-            l0 = np.diff(c.indptr).mean() if c.shape[0] else 0.0
-            alive = int((c.getnnz(axis=0) > 0).sum())
-            rows.append({"site": s, "d_sae": c.shape[1], "l0": float(l0), "alive": alive,
-                         "fvu": self.meta.get("fvu", {}).get(s, np.nan)})
-        return pd.DataFrame(rows)
-
-    def __repr__(self) -> str:
-        w = ", ".join(f"{s}:{d}" for s, d in self.widths().items())
-        return f"Features(rows={self.n_rows}, sites=[{w}])"
-
-
 def encode(
     acts: Activations,
     saes: Mapping[str, Any] | Iterable[Any],
@@ -178,7 +128,7 @@ def encode(
     A width mismatch between a site and its SAE, a missing site, or NaN/inf activations raise
     ``ValueError``.
     """
-    attached = _attach(saes)
+    attached = attach_saes(saes)
     codes: dict[str, sp.csr_matrix] = {}
     errors: dict[str, np.ndarray] = {}
     fvu: dict[str, float] = {}
@@ -232,3 +182,6 @@ def reconstruction_report(acts: Activations, saes: Mapping[str, Any] | Iterable[
     df = feats.stats()
     df["dead_frac"] = 1 - df["alive"] / df["d_sae"]
     return df
+
+
+_attach = attach_saes  # old private name, kept for one release

@@ -433,13 +433,13 @@ def capture_to_disk(
     >>> feats = store.features()  # doctest: +SKIP
     """
     from .capturing import load_model
-    from .sae import _attach
+    from .sae import attach_saes
     from .sites import validate_sites
 
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     lm = load_model(model)
-    attached = _attach(saes) if saes is not None else {}
+    attached = attach_saes(saes) if saes is not None else {}
     sites = validate_sites(list(dict.fromkeys([*sites, *attached])), lm.sites)
     n_prompts = _n_inputs(lm, inputs)
     n_chunks = (n_prompts + chunk_size - 1) // chunk_size

@@ -423,9 +423,9 @@ def _capture_model(n_prompts: int, *, seed: int = 0):
         name, vocab = "random-gpt2-4x128", 512
     g = torch.Generator().manual_seed(seed)
     prompts = torch.randint(1, vocab, (n_prompts, 16), generator=g)
-    from ..sae import _attach
+    from ..sae import attach_saes
 
-    saes = _attach(saes)  # {site: sae} whether keyed by hook name or by site
+    saes = attach_saes(saes)  # {site: sae} whether keyed by hook name or by site
     return model, saes, list(saes), prompts, name
 
 

@@ -7,7 +7,7 @@ stream site (``blocks.0.hook_resid_pre`` = embeddings, ``blocks.{l}.hook_resid_p
 ``l`` *before* the final layer norm). Both are rebuilt by ``scripts/build_toylm.py`` and
 ``scripts/build_saes.py``; their READMEs give the accuracies / FVU.
 
-The data root is ``$CIRCUITKIT_DATA`` if set, else ``<repo>/data``. Nothing is loaded at import.
+The data root is :func:`circuitkit._paths.data_root` (``$CIRCUITKIT_DATA`` or the installed package data). Nothing is loaded at import.
 
 Example::
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy
 
 logger = logging.getLogger(__name__)
 
-DATA_ENV_VAR = "CIRCUITKIT_DATA"
+from .._paths import DATA_ENV_VAR, data_root  # noqa: F401  (data_root re-exported)
 MODEL_NAME = "circuitkit-toylm"
 SAE_HOOKS = (
     "blocks.0.hook_resid_pre",
@@ -46,14 +46,6 @@ SAE_HOOKS = (
     "blocks.2.hook_resid_post",
     "blocks.3.hook_resid_post",
 )
-
-
-def data_root() -> Path:
-    """``$CIRCUITKIT_DATA`` if set, else ``<repo>/data``."""
-    env = os.environ.get(DATA_ENV_VAR)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "data"
 
 
 def __getattr__(name: str) -> Any:

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "circuitkit.tracr"
 VERSION = 1
-DATA_ENV_VAR = "CIRCUITKIT_DATA"
+from .._paths import DATA_ENV_VAR, data_root  # noqa: F401
 
 EDGE_DERIVATION = (
     "u -> v iff u precedes v in computation order (embed < L0 heads < L0.MLP < L1 heads < ... < out; "
@@ -345,11 +345,8 @@ def component_outputs(
 
 
 def data_dir() -> Path:
-    """The Tracr suite directory: ``$CIRCUITKIT_DATA/tracr`` if set, else ``<repo>/data/tracr``."""
-    env = os.environ.get(DATA_ENV_VAR)
-    if env:
-        return Path(env) / "tracr"
-    return Path(__file__).resolve().parents[2] / "data" / "tracr"
+    """The Tracr suite directory: ``<data root>/tracr`` (see :func:`circuitkit._paths.data_root`)."""
+    return data_root() / "tracr"
 
 
 def list_tracr_tasks() -> list[str]:

@@ -1,0 +1,1 @@
+"""Workflows built on the public pieces (capture, encode, CircuitLasso, the runtime)."""
