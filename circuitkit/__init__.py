@@ -18,11 +18,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "capture": ("circuitkit.capturing", "capture"),
-    "load_model": ("circuitkit.capturing", "load_model"),
-    "forward": ("circuitkit.capturing", "forward"),
+    "capture": ("circuitkit.runtime.capturing", "capture"),
+    "load_model": ("circuitkit.runtime.loading", "load_model"),
+    "forward": ("circuitkit.runtime.capturing", "forward"),
     "Activations": ("circuitkit.activations", "Activations"),
-    "Features": ("circuitkit.sae", "Features"),
+    "Features": ("circuitkit.features", "Features"),
     "encode": ("circuitkit.sae", "encode"),
     "load_sae": ("circuitkit.sae", "load_sae"),
     "CircuitLasso": ("circuitkit.fit.lasso", "CircuitLasso"),

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -85,7 +86,7 @@ class Activations:
     def dims(self) -> dict[str, int]:
         return {s: a.shape[1] for s, a in self.data.items()}
 
-    def subset(self, sites: Iterable[str]) -> "Activations":
+    def subset(self, sites: Iterable[str]) -> Activations:
         sites = list(sites)
         for s in sites:
             self[s]
@@ -127,7 +128,7 @@ class Activations:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Activations":
+    def load(cls, path: str | Path) -> Activations:
         from ._io import read_versioned_json
 
         path = Path(path)

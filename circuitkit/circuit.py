@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,19 @@ def error_node(site: str) -> str:
 
 def _as_float(x: Any) -> float:
     return float(x)
+
+
+#: ``meta`` keys that describe a run rather than its result (wall times); ``==`` ignores them.
+RUN_META_KEYS = ("seconds", "timings", "wall_time", "fit_seconds")
+
+
+def _comparable_meta(meta: dict) -> str:
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in RUN_META_KEYS}
+        return x
+
+    return json.dumps(strip(meta), sort_keys=True, default=str)
 
 
 @dataclass
@@ -131,7 +145,7 @@ class Circuit:
         lab = row["label"].iat[0]
         return lab if lab else node
 
-    def set_labels(self, labels: dict[str, str]) -> "Circuit":
+    def set_labels(self, labels: dict[str, str]) -> Circuit:
         """Override node labels in place (saved with the circuit); returns self."""
         known = set(self.nodes["node"])
         bad = [n for n in labels if n not in known]
@@ -160,10 +174,10 @@ class Circuit:
                 pd.testing.assert_frame_equal(self.path, other.path, check_dtype=False, check_exact=True)
         except AssertionError:
             return False
-        return json.dumps(self.meta, sort_keys=True, default=str) == json.dumps(other.meta, sort_keys=True, default=str)
+        return _comparable_meta(self.meta) == _comparable_meta(other.meta)
 
     # -- selection ---------------------------------------------------------------------------------
-    def _with_edges(self, edges: pd.DataFrame, **meta: Any) -> "Circuit":
+    def _with_edges(self, edges: pd.DataFrame, **meta: Any) -> Circuit:
         return Circuit(self.nodes, edges[EDGE_COLUMNS + [c for c in edges.columns if c not in EDGE_COLUMNS + ["alpha"]]],
                        self.path, {**self.meta, **meta})
 
@@ -172,17 +186,17 @@ class Circuit:
             raise ValueError(f"k must be >= 0, got {k}")
         return self.edges.head(k)
 
-    def threshold(self, min_score: float) -> "Circuit":
+    def threshold(self, min_score: float) -> Circuit:
         """Keep edges with ``score >= min_score``."""
         if not math.isfinite(min_score) or min_score < 0:
             raise ValueError(f"min_score must be a finite number >= 0, got {min_score}")
         return self._with_edges(self.edges[self.edges["score"] >= min_score], threshold=min_score)
 
-    def top_k(self, k: int) -> "Circuit":
+    def top_k(self, k: int) -> Circuit:
         """Keep the ``k`` highest-scoring edges."""
         return self._with_edges(self.top_edges(k), top_k=k)
 
-    def at(self, alpha: float) -> "Circuit":
+    def at(self, alpha: float) -> Circuit:
         """The circuit at the stored path point ``alpha`` (the nearest one, in log scale). No refit."""
         alphas = self.alphas
         if alphas.size == 0:
@@ -194,7 +208,7 @@ class Circuit:
         sel = self.path[np.isclose(self.path["alpha"], nearest, rtol=1e-12, atol=0)].drop(columns="alpha")
         return self._with_edges(sel, alpha=nearest)
 
-    def restrict(self, nodes: Iterable[str]) -> "Circuit":
+    def restrict(self, nodes: Iterable[str]) -> Circuit:
         """The subgraph on ``nodes`` (all edges among them)."""
         keep = set(nodes)
         bad = keep - set(self.nodes["node"])
@@ -258,7 +272,7 @@ class Circuit:
         }
 
     @classmethod
-    def from_dict(cls, doc: Any) -> "Circuit":
+    def from_dict(cls, doc: Any) -> Circuit:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
             raise ValueError(f"not a circuit: expected format {FORMAT!r}, got {got!r}")
@@ -283,7 +297,7 @@ class Circuit:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Circuit":
+    def load(cls, path: str | Path) -> Circuit:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no circuit file at {path}")
@@ -301,7 +315,7 @@ class Circuit:
         *,
         nodes: Iterable[str] | pd.DataFrame | None = None,
         meta: dict[str, Any] | None = None,
-    ) -> "Circuit":
+    ) -> Circuit:
         """Build a circuit from an edge list ``(source, target, weight)`` and optional node names."""
         if not isinstance(edges, pd.DataFrame):
             edges = pd.DataFrame(list(edges), columns=["source", "target", "weight"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 BENCHES = {"ground-truth": "circuitkit.bench.ground_truth", "scale": "circuitkit.bench.scale",
@@ -30,8 +31,18 @@ def _module(name: str):
         raise
 
 
+def _plain(text: str) -> str:
+    """Docstring text for a terminal: RST roles and double backticks removed."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+#: Errors a user can cause with arguments; printed as one line (exit 2) unless ``-v``.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m circuitkit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m circuitkit", description=_plain(__doc__.splitlines()[0]))
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -43,12 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bench.add_subparsers(dest="bench", required=True)
     for name, modname in BENCHES.items():
         mod = _module(modname)
-        p = bsub.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0] if mod else name)
+        p = bsub.add_parser(name, help=_plain((mod.__doc__ or name).strip().splitlines()[0]) if mod else name)
         p.add_argument("--json", default=None, help="write the records to this JSON file")
         if mod is not None and hasattr(mod, "add_arguments"):
             mod.add_arguments(p)
 
-    run = sub.add_parser("run", help="run a ready configuration (recipe) by name or JSON path")
+    recipes = _module("circuitkit.recipes")
+    names = recipes.available_recipes() if recipes is not None else []
+    run = sub.add_parser("run", help="run a ready configuration (recipe) by name or JSON path",
+                         epilog="shipped recipes: " + ", ".join(names) + " (toylm-* run offline; the others need "
+                         "internet)")
     run.add_argument("config", help="recipe name or path to a JSON config")
     run.add_argument("--out", default=None, help="output directory")
     return parser
@@ -59,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(parser, args)
+    except USER_ERRORS as e:
+        if args.verbose:
+            raise
+        msg = str(e) if not isinstance(e, KeyError) else str(e.args[0] if e.args else e)
+        print(f"error: {msg} (run with -v for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 

@@ -63,21 +63,16 @@ class DemoResult:
         return "\n".join(lines)
 
 
-def _after_bos(_prompt: int, tokens: list[str]) -> list[int]:
-    """Every position but the first: the BOS token's activations are the same in every prompt."""
-    return list(range(1, len(tokens)))
-
-
 def run_demo(*, out: str | Path = "outputs/demo", quick: bool = False) -> DemoResult:
     """Run both parts of the demo and write the outputs to ``out``."""
     from . import capture, encode, load_model
+    from .circuit import Circuit
     from .datasets.templates import induction, ioi, sva
     from .evaluate import edge_metrics
     from .fit.lasso import CircuitLasso
     from .labels import label_circuit
     from .models.toylm import load_toy_lm, load_toy_saes
     from .models.tracr import load_tracr_task
-    from .circuit import Circuit
     from .viz.figure import export_html
 
     out = Path(out)
@@ -94,7 +89,7 @@ def run_demo(*, out: str | Path = "outputs/demo", quick: bool = False) -> DemoRe
 
     sites = [hook_to_site(h) for h in saes]
     t = time.perf_counter()
-    acts = capture(lm, prompts, sites=sites, positions=_after_bos, batch_size=64)
+    acts = capture(lm, prompts, sites=sites, positions="after_bos", batch_size=64)
     feats = encode(acts, saes)
     seconds["capture"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -292,6 +292,30 @@ def faithfulness(m_circuit: float, m_full: float, m_empty: float) -> float:
     return float((m_circuit - m_empty) / den)
 
 
+
+def task_accuracy(model: Any, tok: Any, df: pd.DataFrame, *, batch_size: int = 256) -> dict[str, float]:
+    """Next-token accuracy on a template frame (``prompt``/``answer``/``distractor`` columns).
+
+    Returns ``top1`` (answer is the argmax over the vocabulary), ``logit_diff_acc`` (logit(answer) >
+    logit(distractor)), ``mean_logit_diff`` and ``n``.
+    """
+    import torch
+
+    from .runtime.capturing import next_token_logits
+
+    logits = next_token_logits(model, df["prompt"].tolist(), tokenizer=tok, batch_size=batch_size)
+    ans = torch.tensor(tok.convert_tokens_to_ids(df["answer"].tolist()))
+    dis = torch.tensor(tok.convert_tokens_to_ids(df["distractor"].tolist()))
+    rows = torch.arange(len(df))
+    ld = logits[rows, ans] - logits[rows, dis]
+    return {
+        "top1": float((logits.argmax(-1) == ans).float().mean()),
+        "logit_diff_acc": float((ld > 0).float().mean()),
+        "mean_logit_diff": float(ld.mean()),
+        "n": len(df),
+    }
+
+
 __all__ = [
     "candidate_edges",
     "edge_auroc",
@@ -301,4 +325,5 @@ __all__ = [
     "precision_recall_at_k",
     "roc_curve",
     "shd",
+    "task_accuracy",
 ]

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd

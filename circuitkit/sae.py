@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import logging
 import re
-
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from jaxtyping import Float
 
 from .activations import Activations, check_finite
 from .features import Features
@@ -76,24 +75,49 @@ def sae_hook_name(sae: Any) -> str:
     return str(name)
 
 
-def load_sae(path_or_release: str | Path, sae_id: str | None = None, *, device: str = "cpu") -> Any:
-    """Load a sae_lens SAE: from a directory saved with ``save_inference_model`` (offline), or from a
-    public release with ``SAE.from_pretrained(release, sae_id)`` (needs internet)."""
+def load_sae(path_or_release: str | Path, sae_id: str | None = None, *, device: str = "cpu",
+             dtype: str = "float32", norm_scaling_factor: float | None = None, model: Any = None) -> Any:
+    """Load an SAE, ready for :func:`circuitkit.encode` -- the one SAE loader.
+
+    * ``load_sae(directory)``: an SAE saved with sae_lens' ``save_inference_model`` (offline; the embedded
+      SAEs under ``data/saes``), returned as the sae_lens ``SAE``;
+    * ``load_sae(release, sae_id)``: a public sae_lens release (needs internet). What the release needs is
+      applied, as the catalogue (:mod:`circuitkit.saelens_catalogue`) records it: the hook is mapped to its
+      circuitkit site, centring / norm scaling (``norm_scaling_factor``) are folded in, and ``model=`` (a
+      loaded model) checks width and layer. Returns an
+      :class:`~circuitkit.saelens_catalogue.AttachedSAE`; entries the catalogue marks unsupported raise
+      ``ValueError`` with the reason.
+    """
+    if sae_id is not None:
+        from .saelens_catalogue import load_release_sae
+
+        return load_release_sae(str(path_or_release), sae_id, device=device, dtype=dtype,
+                                norm_scaling_factor=norm_scaling_factor, model=model)
     from sae_lens import SAE
 
     p = Path(path_or_release)
-    if sae_id is None:
-        if not p.is_dir():
-            raise ValueError(
-                f"{path_or_release!s} is not an SAE directory; pass a directory saved with save_inference_model "
-                "or a release and sae_id, e.g. load_sae('gpt2-small-res-jb', 'blocks.8.hook_resid_pre')"
-            )
-        sae = SAE.load_from_disk(str(p), device=device)
-    else:
-        sae = SAE.from_pretrained(str(path_or_release), sae_id, device=device)
-        if isinstance(sae, tuple):  # sae_lens < 6 returned (sae, cfg, sparsity)
-            sae = sae[0]
+    if not p.is_dir():
+        raise ValueError(
+            f"{path_or_release!s} is not an SAE directory; pass a directory saved with save_inference_model "
+            "or a release and sae_id, e.g. load_sae('gpt2-small-res-jb', 'blocks.8.hook_resid_pre')"
+        )
+    sae = SAE.load_from_disk(str(p), device=device)
     sae.eval()
+    return sae
+
+
+def check_sae(sae: Any, *, name: str = "sae") -> Any:
+    """Raise ``TypeError`` unless ``sae`` looks like a sae_lens SAE (``cfg.d_in``, ``cfg.d_sae``, ``encode``,
+    ``decode``, ``W_dec``); returns it."""
+    cfg = getattr(sae, "cfg", None)
+    inner = getattr(sae, "sae", None)  # an AttachedSAE wraps the sae_lens SAE (its W_dec lives there)
+    missing = [a for a in ("encode", "decode") if not hasattr(sae, a)]
+    missing += [] if hasattr(sae, "W_dec") or hasattr(inner, "W_dec") else ["W_dec"]
+    if cfg is None or not hasattr(cfg, "d_sae") or not hasattr(cfg, "d_in") or missing:
+        raise TypeError(
+            f"{name} must be a sae_lens SAE (with cfg.d_in, cfg.d_sae, encode, decode and W_dec), got "
+            f"{type(sae).__name__}; load one with circuitkit.load_sae(path_or_release, sae_id)"
+        )
     return sae
 
 
@@ -102,6 +126,7 @@ def attach_saes(saes: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     items = saes.items() if isinstance(saes, Mapping) else ((None, s) for s in saes)
     for key, sae in items:
+        check_sae(sae, name="the SAE" if key is None else f"the SAE for {key!r}")
         if key is None:
             site = hook_to_site(sae_hook_name(sae))
         elif str(key).startswith("blocks."):

@@ -348,7 +348,7 @@ class AttachedSAE(torch.nn.Module):
 
 
 def _model_width_layers(model: Any) -> tuple[int | None, int | None, str | None]:
-    from .capturing import LoadedModel
+    from .runtime.loading import LoadedModel
 
     module = model.module if isinstance(model, LoadedModel) else getattr(model, "_module", model)
     cfg = getattr(module, "config", None)
@@ -367,7 +367,7 @@ def attach_sae(sae: Any, *, hook_name: str | None = None, model_type: str | None
     ``hook_name`` defaults to the SAE's metadata; ``center`` defaults to its
     ``model_from_pretrained_kwargs["center_writing_weights"]``. ``norm_scaling_factor`` folds an
     ``expected_average_only_in`` scale that sae_lens could not fold. With ``model=`` (a
-    :class:`~circuitkit.capturing.LoadedModel` or HF module) the width, layer and family are checked.
+    :class:`~circuitkit.runtime.LoadedModel` or HF module) the width, layer and family are checked.
     """
     meta = getattr(sae.cfg, "metadata", None)
     if hook_name is None:

@@ -26,8 +26,9 @@ Heads of one layer run in parallel: they share an order *rank* and never predict
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 SiteKind = Literal["embed", "resid_pre", "head", "attn", "mlp", "resid_post", "out"]
 
@@ -134,6 +135,8 @@ def component_sites(n_layers: int, n_heads: int) -> list[str]:
 
 def validate_sites(names: Iterable[str], available: Iterable[str]) -> list[str]:
     """Check that every name is a known site of the model; return them in computation order."""
+    if isinstance(names, str):
+        raise TypeError(f"sites must be a list of site names, got the string {names!r}; did you mean [{names!r}]?")
     names = list(names)
     if not names:
         raise ValueError("no sites requested; pass at least one site name, e.g. ['embed', 'L0.MLP']")
@@ -145,3 +148,16 @@ def validate_sites(names: Iterable[str], available: Iterable[str]) -> list[str]:
             shown = ", ".join(avail[:12]) + (" ..." if len(avail) > 12 else "")
             raise ValueError(f"unknown site {n!r} for this model; valid sites are: {shown}")
     return sort_sites(names)
+
+
+#: Positions skipped by every circuitkit operation that pools or ablates over "the prompt's tokens":
+#: position 0. It is BOS when the tokenizer prepends one (the toy LM, Tracr, GPT-2 style ``<|endoftext|>``
+#: prefixes) and otherwise the first token, which in a causal LM attends only to itself and acts as an
+#: attention sink whose activations are nearly prompt-independent. One rule everywhere: capture's
+#: ``positions="after_bos"``, the runtime's pooling and ablation masks, EAP's metric (``skip_first=1``).
+N_SKIPPED_POSITIONS = 1
+
+
+def after_bos(_prompt: int, tokens: list[str]) -> list[int]:
+    """Every position but the first (see :data:`N_SKIPPED_POSITIONS`); usable as capture's ``positions=``."""
+    return list(range(N_SKIPPED_POSITIONS, len(tokens)))

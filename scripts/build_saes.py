@@ -40,12 +40,23 @@ sys.path.insert(0, str(ROOT))
 import torch
 
 from circuitkit.datasets import mixture
-from circuitkit.models.toylm import MODEL_NAME, SAE_HOOKS, load_toy_lm, resid_stream
+from circuitkit.models.toylm import MODEL_NAME, SAE_HOOKS, load_toy_lm
 
 TRAIN_SEED, HELDOUT_SEED = 1, 2
 
 
 @torch.no_grad()
+
+def residual_activations(model, tok, prompts, *, positions="after_bos", batch_size=256):
+    """``{hook: [tokens, d_model]}`` at every toy SAE hook, through the runtime's capture (nnsight)."""
+    import circuitkit as ck
+    from circuitkit.sae import hook_to_site
+
+    lm = ck.load_model(model, tokenizer=tok)
+    acts = ck.capture(lm, list(prompts), sites=[hook_to_site(h) for h in SAE_HOOKS], positions=positions,
+                      batch_size=batch_size, progress=False)
+    return {h: torch.from_numpy(acts[hook_to_site(h)]) for h in SAE_HOOKS}
+
 def sae_stats(sae, x: torch.Tensor, batch: int = 8192) -> dict:
     sse, l0, n = 0.0, 0.0, 0
     fired = None
@@ -196,8 +207,8 @@ def main(argv=None):
 
     model, tok = load_toy_lm(args.model)
     context_size = int(model.config.n_positions)
-    acts_tr = resid_stream(model, tok, mixture(args.n_train_prompts, seed=TRAIN_SEED)["text"].tolist())
-    acts_ho = resid_stream(model, tok, mixture(args.n_heldout_prompts, seed=HELDOUT_SEED)["text"].tolist())
+    acts_tr = residual_activations(model, tok, mixture(args.n_train_prompts, seed=TRAIN_SEED)["text"].tolist())
+    acts_ho = residual_activations(model, tok, mixture(args.n_heldout_prompts, seed=HELDOUT_SEED)["text"].tolist())
     n_train = len(next(iter(acts_tr.values())))
     n_ho = len(next(iter(acts_ho.values())))
     print(f"[acts] train {n_train} tokens, held-out {n_ho} tokens, {time.time() - t_start:.0f}s", flush=True)

@@ -240,8 +240,11 @@ class _StopTrace(Exception):
 def test_load_model_plumbs_dtype_device_map_and_remote(monkeypatch):
     import nnsight.modeling.transformers as nt
 
+    from circuitkit.runtime import loading
+
     _FakeTransformersModel.calls = []
     monkeypatch.setattr(nt, "TransformersModel", _FakeTransformersModel)
+    monkeypatch.setattr(loading, "hub_available", lambda **kw: True)  # pretend to be online
     lm = ck.load_model("meta-llama/Llama-3.1-8B", dtype="bfloat16", device_map="auto", remote=True)
     path, kwargs = _FakeTransformersModel.calls[-1]
     assert path == "meta-llama/Llama-3.1-8B"

@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import _reference_component_outputs as component_outputs
 from scipy.stats import spearmanr
 
 from circuitkit.baselines import available_methods, discover, get_method
@@ -14,8 +15,8 @@ from circuitkit.baselines.interpbench import (
     parse_interpbench_edges,
 )
 from circuitkit.evaluate import candidate_edges, edge_scores
-from circuitkit.intervene import run_components
-from circuitkit.models.tracr import TracrTransformer, component_outputs, load_tracr_task
+from circuitkit.models.tracr import TracrTransformer, load_tracr_task
+from circuitkit.runtime.split import run_components
 
 
 def _weights(rng, *, n_layers, n_heads, d=6, d_head=3, d_mlp=5, vocab=5, n_pos=6, n_out=1, linear=False):

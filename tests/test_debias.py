@@ -1,4 +1,4 @@
-"""Debiasing workflow (circuitkit.debias, circuitkit.ablate, bench debias)."""
+"""Debiasing workflow (circuitkit.workflows.debias, circuitkit.runtime.pooling, bench debias)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,20 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from circuitkit import debias
-from circuitkit.ablate import FeatureAblation, feature_attributions, pooled_codes, pooled_residual, sae_hook
+import circuitkit as ck
+from circuitkit.runtime.pooling import (
+    FeatureAblation,
+    feature_attributions,
+    pooled_codes,
+    pooled_residual,
+    site_name,
+)
+from circuitkit.sae import site_to_hook
+from circuitkit.workflows.debias import workflow as debias
+
+
+def sae_hook(layer):
+    return site_to_hook(site_name(layer))
 
 LAYERS = (-1, 0, 1, 2, 3)
 
@@ -128,26 +140,26 @@ def test_bad_inputs_raise(toy):
     with pytest.raises(ValueError, match="single class"):
         debias.ProfessionProbe().fit(np.ones((4, 2)), [1, 1, 1, 1])
     with pytest.raises(ValueError, match="out of range"):
-        FeatureAblation(sae=sae, layer=1, features=[0, int(sae.cfg.d_sae)])
-    with pytest.raises(ValueError, match="layer must be"):
-        FeatureAblation(sae=sae, layer=-2, features=[0])
+        FeatureAblation(sae=sae, site=1, features=[0, int(sae.cfg.d_sae)])
+    with pytest.raises(ValueError, match="site must be"):
+        FeatureAblation(sae=sae, site=-2, features=[0])
     with pytest.raises(ValueError, match="out of range"):
-        debias.ablate(model, tok, ["anna is a nurse ."], [-1], sae=sae, sae_layer=1, readout_layer=3)
+        debias.ablate(model, tok, ["anna is a nurse ."], [-1], sae=sae, sae_site=1, readout_site=3)
     with pytest.raises(ValueError, match="out of range"):
-        debias.ablate(model, tok, ["anna is a nurse ."], {"L1.resid_post": [5000]}, saes=saes, readout_layer=3)
+        debias.ablate(model, tok, ["anna is a nurse ."], {"L1.resid_post": [5000]}, saes=saes, readout_site=3)
     with pytest.raises(ValueError, match="empty selection"):
-        debias.ablate(model, tok, ["anna is a nurse ."], [], sae=sae, sae_layer=1, readout_layer=3)
+        debias.ablate(model, tok, ["anna is a nurse ."], [], sae=sae, sae_site=1, readout_site=3)
     with pytest.raises(ValueError, match="empty selection"):
-        debias.ablate(model, tok, ["anna is a nurse ."], {"L1.resid_post": []}, saes=saes, readout_layer=3)
+        debias.ablate(model, tok, ["anna is a nurse ."], {"L1.resid_post": []}, saes=saes, readout_site=3)
     with pytest.raises(ValueError, match="no SAE for site"):
-        debias.ablate(model, tok, ["anna is a nurse ."], {"L7.resid_post": [1]}, saes=saes, readout_layer=3)
-    with pytest.raises(ValueError, match="unsupported model"):
-        pooled_residual(torch.nn.Linear(2, 2), tok, ["anna is a nurse ."], layer=0)
-    with pytest.raises(ValueError, match="out of range"):
-        pooled_residual(model, tok, ["anna is a nurse ."], layer=4)
+        debias.ablate(model, tok, ["anna is a nurse ."], {"L7.resid_post": [1]}, saes=saes, readout_site=3)
+    with pytest.raises(ValueError, match="unsupported architecture"):
+        pooled_residual(torch.nn.Linear(2, 2), tok, ["anna is a nurse ."], site=0)
+    with pytest.raises(ValueError, match="outside the model"):
+        pooled_residual(model, tok, ["anna is a nurse ."], site=4)
     with pytest.raises(ValueError, match="after the read-out"):
-        pooled_residual(model, tok, ["anna is a nurse ."], layer=1,
-                        ablate=FeatureAblation(sae=saes[2], layer=2, features=[0]))
+        pooled_residual(model, tok, ["anna is a nurse ."], site=1,
+                        ablate=FeatureAblation(sae=saes[2], site=2, features=[0]))
     r = debias.FeatureRanking("t", ("L1.resid_post",), np.ones(5), np.ones(5), None, 0.0)
     with pytest.raises(ValueError, match="features"):
         debias.select_features(r, X[:, :4], pd.DataFrame({"gender": ["female"] * 20, "label": [0] * 20}))
@@ -163,8 +175,8 @@ def test_bad_inputs_raise(toy):
         debias.load_bios_splits(10, 10, profession_signal=0.0)
     with pytest.raises(ValueError, match="valid choices"):
         debias.DebiasConfig(target="logprob")
-    with pytest.raises(ValueError, match="sae_layers"):
-        debias.DebiasConfig(sae_layers=(-1, 5))
+    with pytest.raises(ValueError, match="sae_sites"):
+        debias.DebiasConfig(sae_sites=(-1, 5))
     with pytest.raises(ValueError, match="valid choices"):
         debias.DebiasConfig(selection="manual")
     with pytest.raises(ValueError, match="valid choices"):
@@ -175,9 +187,9 @@ def test_sparse_embedding_sae_family():
     from circuitkit.models.toylm import list_toy_saes, load_toy_saes
 
     assert list_toy_saes(family="toylm-sparse") == ["blocks.0.hook_resid_pre"]
-    saes = debias.load_debias_saes(debias.DebiasConfig(sae_layers=(-1, 1)))
-    assert saes[-1].cfg.k == 4 and saes[1].cfg.k == 16  # block 1 falls back to the k=16 family
-    assert saes[-1].cfg.metadata.hook_name == "blocks.0.hook_resid_pre"
+    saes = debias.load_debias_saes(debias.DebiasConfig(sae_sites=(-1, 1)))
+    assert saes["L0.resid_pre"].cfg.k == 4 and saes["L1.resid_post"].cfg.k == 16  # block 1 falls back to the k=16 family
+    assert saes["L0.resid_pre"].cfg.metadata.hook_name == "blocks.0.hook_resid_pre"
     with pytest.raises(ValueError, match="valid choices"):
         load_toy_saes(family="nope")
 
@@ -234,49 +246,50 @@ def test_ablation_propagates_and_attribution_predicts_it(toy):
     model, tok, saes = toy
     sae = saes[1]
     prompts = debias.load_bios_splits(16, 16, seed=3).test["prompt"].tolist()
-    codes = pooled_codes(model, tok, prompts, sae=sae, layer=1).toarray()
+    codes = pooled_codes(model, tok, prompts, sae=sae, site=1).toarray()
     f = int(np.argmax((codes > 0).mean(0) * codes.mean(0)))
-    base = pooled_residual(model, tok, prompts, layer=3)
-    abl = pooled_residual(model, tok, prompts, layer=3, ablate=FeatureAblation(sae=sae, layer=1, features=[f]))
+    base = pooled_residual(model, tok, prompts, site=3)
+    abl = pooled_residual(model, tok, prompts, site=3, ablate=FeatureAblation(sae=sae, site=1, features=[f]))
     assert np.abs(abl - base).max() > 1e-3
     # an unused feature changes nothing
     dead = int(np.flatnonzero(codes.max(0) == 0)[0])
-    same = pooled_residual(model, tok, prompts, layer=3, ablate=FeatureAblation(sae=sae, layer=1, features=[dead]))
+    same = pooled_residual(model, tok, prompts, site=3, ablate=FeatureAblation(sae=sae, site=1, features=[dead]))
     np.testing.assert_allclose(same, base, atol=1e-5)
     # attribution patching approximates the effect of zero-ablating the feature on a linear read-out
     w = torch.randn(base.shape[1], generator=torch.Generator().manual_seed(0))
-    attr = feature_attributions(model, tok, prompts, sae=sae, layer=1, readout_layer=3, readout=lambda h: h @ w)
+    attr = feature_attributions(model, tok, prompts, sae=sae, site=1, readout_site=3, readout=lambda h: h @ w)
     effect = (abl - base) @ w.numpy()
     corr = np.corrcoef(-attr[:, f], effect)[0, 1]
     # a first-order approximation through three LayerNorm'd blocks: 0.68 on the shipped toy LM (16 prompts)
     assert corr > 0.5, corr
     # splicing more sites changes neither the forward values nor one site's attributions
-    multi = feature_attributions(model, tok, prompts, saes={-1: saes[-1], 1: sae, 2: saes[2]}, readout_layer=3,
+    multi = feature_attributions(model, tok, prompts, saes={"L0.resid_pre": saes[-1], "L1.resid_post": sae,
+                                                            "L2.resid_post": saes[2]}, readout_site="L3.resid_post",
                                  readout=lambda h: h @ w)
-    assert sorted(multi) == [-1, 1, 2]
-    np.testing.assert_allclose(multi[1], attr, atol=1e-4, rtol=1e-4)
+    assert list(multi) == ["L0.resid_pre", "L1.resid_post", "L2.resid_post"]  # computation order
+    np.testing.assert_allclose(multi["L1.resid_post"], attr, atol=1e-4, rtol=1e-4)
     # several sites' codes in one pass equal one site at a time
-    many = pooled_codes(model, tok, prompts, saes={-1: saes[-1], 1: sae})
-    np.testing.assert_allclose(many[1].toarray(), codes, atol=1e-6)
+    many = pooled_codes(model, tok, prompts, saes={"L0.resid_pre": saes[-1], "L1.resid_post": sae})
+    np.testing.assert_allclose(many["L1.resid_post"].toarray(), codes, atol=1e-6)
 
 
 def test_embedding_ablation_removes_a_token_feature(toy):
     model, tok, saes = toy
     prompts = debias.load_bios_splits(16, 16, seed=4).test["prompt"].tolist()
-    codes = pooled_codes(model, tok, prompts, sae=saes[-1], layer=-1).toarray()
+    codes = pooled_codes(model, tok, prompts, sae=saes[-1], site=-1).toarray()
     f = int(np.argmax((codes > 0).sum(0)))
-    base = pooled_residual(model, tok, prompts, layer=0)
-    abl = pooled_residual(model, tok, prompts, layer=0, ablate=FeatureAblation(sae=saes[-1], layer=-1, features=[f]))
+    base = pooled_residual(model, tok, prompts, site=0)
+    abl = pooled_residual(model, tok, prompts, site=0, ablate=FeatureAblation(sae=saes[-1], site=-1, features=[f]))
     assert np.abs(abl - base).max() > 1e-3
     # two sites at once: the block-1 ablation acts on the stream already edited at the embedding
-    c1 = pooled_codes(model, tok, prompts, sae=saes[1], layer=1).toarray()
+    c1 = pooled_codes(model, tok, prompts, sae=saes[1], site=1).toarray()
     g = int(np.argmax((c1 > 0).sum(0)))
-    emb = FeatureAblation(sae=saes[-1], layer=-1, features=[f])
-    one = pooled_residual(model, tok, prompts, layer=3, ablate=emb)
-    both = pooled_residual(model, tok, prompts, layer=3, ablate=[FeatureAblation(sae=saes[1], layer=1, features=[g]), emb])
+    emb = FeatureAblation(sae=saes[-1], site=-1, features=[f])
+    one = pooled_residual(model, tok, prompts, site=3, ablate=emb)
+    both = pooled_residual(model, tok, prompts, site=3, ablate=[FeatureAblation(sae=saes[1], site=1, features=[g]), emb])
     assert np.abs(both - one).max() > 1e-4
-    with pytest.raises(ValueError, match="same layer"):
-        pooled_residual(model, tok, prompts, layer=3, ablate=[emb, emb])
+    with pytest.raises(ValueError, match="same site"):
+        pooled_residual(model, tok, prompts, site=3, ablate=[emb, emb])
 
 
 # -- the science --------------------------------------------------------------------------------------------------
@@ -387,7 +400,11 @@ def test_hooks_on_other_architectures(arch):
             p.normal_(0, 0.3)
     sae.eval()
     prompts = ["anna is a nurse in ohio .", "tom teaches courses at the university every week ."]
-    ids, mask, real = __import__("circuitkit.ablate", fromlist=["_batch"])._batch(tok, prompts, "cpu")
+    from circuitkit.runtime.inputs import batches, real_mask, tokenize
+
+    lm = ck.load_model(model, tokenizer=tok)
+    (batch,) = batches(lm, tokenize(lm, prompts)[0], 8)
+    ids, mask, real = batch.input_ids, batch.attention_mask, real_mask(batch)
     with torch.no_grad():
         hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     m = real.float()[..., None]
@@ -395,17 +412,17 @@ def test_hooks_on_other_architectures(arch):
     def pool(h):
         return ((h * m).sum(1) / m.sum(1)).numpy()
 
-    np.testing.assert_allclose(pooled_residual(model, tok, prompts, layer=0), pool(hs[1]), atol=1e-5)
-    codes = pooled_codes(model, tok, prompts, sae=sae, layer=-1).toarray()
+    np.testing.assert_allclose(pooled_residual(model, tok, prompts, site=0), pool(hs[1]), atol=1e-5)
+    codes = pooled_codes(model, tok, prompts, sae=sae, site=-1).toarray()
     with torch.no_grad():
         np.testing.assert_allclose(codes, pool(sae.encode(hs[0]) * m), atol=1e-5)
     f = int(np.argmax(codes.sum(0)))
-    abl = pooled_residual(model, tok, prompts, layer=0, ablate=FeatureAblation(sae=sae, layer=-1, features=[f]))
+    abl = pooled_residual(model, tok, prompts, site=0, ablate=FeatureAblation(sae=sae, site=-1, features=[f]))
     with torch.no_grad():
         e = hs[0]
         e = e - (sae.encode(e)[..., [f]] @ sae.W_dec[[f]]) * m
         ref = model(inputs_embeds=e, attention_mask=mask, output_hidden_states=True).hidden_states[1]
     np.testing.assert_allclose(abl, pool(ref), atol=1e-5)
     assert np.abs(abl - pool(hs[1])).max() > 1e-4
-    attr = feature_attributions(model, tok, prompts, sae=sae, layer=-1, readout_layer=1, readout=lambda h: h.sum(-1))
+    attr = feature_attributions(model, tok, prompts, sae=sae, site=-1, readout_site=1, readout=lambda h: h.sum(-1))
     assert attr.shape == (2, 64) and np.isfinite(attr).all() and np.abs(attr).max() > 0

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from circuitkit import capturing, recipes, saelens_catalogue
+from circuitkit import recipes, saelens_catalogue
 from circuitkit.recipes import DataConfig, RecipeConfig, available_recipes, load_recipe
+from circuitkit.runtime import loading
 
 
 def test_shipped_recipes_validate_and_round_trip():
@@ -79,7 +80,8 @@ def mocked_hub(monkeypatch):
         raise _Stop
 
     monkeypatch.setattr(recipes, "_load_hf_dataset", fake_dataset)
-    monkeypatch.setattr(capturing, "load_model", fake_load_model)
+    monkeypatch.setattr(loading, "load_model", fake_load_model)
+    monkeypatch.setattr(loading, "hub_available", lambda **kw: True)  # pretend to be online
     monkeypatch.setattr(saelens_catalogue, "release_saes", fake_release_saes)
     return seen
 
@@ -149,3 +151,36 @@ def test_toylm_ioi_runs_end_to_end_through_the_cli(tmp_path):
     # feature level, adjacent predecessors: every edge goes from one encoded site to the next
     assert np.all(dst_site.map(order) - src_site.map(order) == 1)
     assert (edges["score"] >= 0).all()
+
+
+def test_offline_hub_recipe_fails_fast_and_writes_nothing(monkeypatch, tmp_path):
+    """Offline, a recipe that needs the hub says so before any download wait, and leaves no output behind."""
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setattr(loading, "hub_available", lambda **kw: False)
+    with pytest.raises(loading.HubUnreachableError, match="hub cannot be reached.*embedded models"):
+        recipes.run_recipe(load_recipe("gpt2-cola"), out=tmp_path / "cola")
+    assert not (tmp_path / "cola").exists()
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "circuitkit", "run", "gpt2-cola", "--out", str(tmp_path / "c2")],
+                          capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
+    assert "Traceback" not in proc.stderr and time.perf_counter() - t < 30
+    assert not (tmp_path / "c2").exists()
+
+
+def test_cli_help_is_plain_text_and_lists_recipes():
+    import subprocess
+    import sys
+
+    top = subprocess.run([sys.executable, "-m", "circuitkit", "--help"], capture_output=True, text=True).stdout
+    assert "``" not in top and ":func:" not in top
+    bench = subprocess.run([sys.executable, "-m", "circuitkit", "bench", "--help"], capture_output=True, text=True)
+    assert "``" not in bench.stdout
+    run = subprocess.run([sys.executable, "-m", "circuitkit", "run", "--help"], capture_output=True, text=True).stdout
+    for name in available_recipes():
+        assert name in run
+    bad = subprocess.run([sys.executable, "-m", "circuitkit", "run", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown recipe 'nope'; shipped recipes" in bad.stderr and "Traceback" not in bad.stderr

@@ -179,6 +179,9 @@ def test_release_sae_with_centred_writing_weights(gpt2, monkeypatch):
     attached = cat.load_release_sae("gpt2-small-res-jb", "blocks.1.hook_resid_pre", model=lm, dtype="float32")
     assert calls == [("gpt2-small-res-jb", "blocks.1.hook_resid_pre", {"device": "cpu", "dtype": "float32"})]
     assert attached.site == "L1.resid_pre" and attached.center
+    # the one loader: ck.load_sae(release, id) applies the same release preprocessing
+    via_front_door = ck.load_sae("gpt2-small-res-jb", "blocks.1.hook_resid_pre", model=lm)
+    assert type(via_front_door) is type(attached) and via_front_door.site == attached.site and via_front_door.center
     feats = ck.encode(acts, {attached.site: attached})
     x = hs[1].reshape(-1, D)
     xc = x - x.mean(-1, keepdim=True)

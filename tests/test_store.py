@@ -181,7 +181,7 @@ def test_streaming_writer_holds_no_per_prompt_objects(model, saes, tmp_path):
     holds an entry per prompt -- token ids and strings, lengths and the row index live on disk."""
     import sys
 
-    import circuitkit.store as store_module
+    import circuitkit.runtime.store as store_module
 
     g = torch.Generator().manual_seed(3)
     n = 120
@@ -259,3 +259,70 @@ def test_version_1_store_is_read_and_not_resumed(model, prompts, saes, tmp_path)
     assert chunk_toks[0][:8] == want.tokens[:8] and chunk_toks[0][8] == ()
     with pytest.raises(ValueError, match="stale store .*version: stored 1, requested 2"):
         capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False)
+
+
+def test_a_weight_edit_anywhere_invalidates_the_store(prompts, saes, tmp_path):
+    """The model fingerprint hashes every value: editing the *last* entry of the last weight is seen."""
+    import copy
+
+    torch.manual_seed(0)
+    m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=50, n_positions=32,
+                                   bos_token_id=0, eos_token_id=0)).eval()
+    path = tmp_path / "fp"
+    capture_to_disk(m, prompts, sites=SITES, saes=saes, path=path, chunk_size=11, progress=False)
+    edited = copy.deepcopy(m)
+    with torch.no_grad():
+        w = edited.transformer.h[1].mlp.c_proj.weight
+        w.view(-1)[-1] += 1.0
+    with pytest.raises(ValueError, match="stale store .*fingerprint"):
+        capture_to_disk(edited, prompts, sites=SITES, saes=saes, path=path, chunk_size=11, progress=False)
+
+
+def test_a_killed_capture_leaves_no_scratch_directory(model, prompts, saes, tmp_path):
+    """A capture killed mid-way (SIGKILL: no cleanup runs) leaves its token scratch directory behind; the
+    next call on the same path removes it, resumes, and leaves nothing but the store."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "killed"
+    code = (  # the same model, SAEs and prompts as the fixtures, rebuilt from their seeds in a child process
+        "import torch, time\n"
+        "from transformers import GPT2Config, GPT2LMHeadModel\n"
+        "from sae_lens import StandardSAE, StandardSAEConfig\n"
+        "from sae_lens.saes.sae import SAEMetadata\n"
+        "import circuitkit.runtime.store as st\n"
+        "def make_sae(hook, seed):\n"
+        "    torch.manual_seed(seed)\n"
+        "    cfg = StandardSAEConfig(d_in=32, d_sae=64, apply_b_dec_to_input=True,\n"
+        "                            metadata=SAEMetadata(hook_name=hook, model_name='stand-in'))\n"
+        "    sae = StandardSAE(cfg)\n"
+        "    with torch.no_grad():\n"
+        "        [p.normal_(0, 0.3) for p in sae.parameters()]\n"
+        "    return sae.eval()\n"
+        "torch.manual_seed(0)\n"
+        "m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=50, n_positions=32,\n"
+        "                               bos_token_id=0, eos_token_id=0)).eval()\n"
+        "s = {'L0.resid_post': make_sae('blocks.0.hook_resid_post', 1), "
+        "'L1.resid_post': make_sae('blocks.1.hook_resid_post', 2)}\n"
+        "p = torch.randint(1, 50, (22, 7), generator=torch.Generator().manual_seed(1))\n"
+        "st.capture_to_disk(m, p, sites=" + repr(SITES) + ", saes=s, path=" + repr(str(path)) +
+        ", chunk_size=2, progress=False, on_chunk=lambda i, n: time.sleep(60) if i == 2 else None)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".killed.tokens-*")):
+        time.sleep(0.2)
+    while time.time() < deadline and not (path / "manifest.json").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob(".killed.tokens-*")), "the killed capture should have left its scratch directory"
+    store = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=2, progress=False)
+    assert int(store.manifest["n_prompts"]) == len(prompts)
+    assert not list(tmp_path.glob(".killed.tokens-*"))
+    ref = ck.capture(model, prompts, sites=SITES, progress=False)
+    np.testing.assert_allclose(load_store(path).activations()["embed"], ref["embed"], atol=1e-6)

@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 
+import circuitkit as ck
 from circuitkit.datasets import bios, induction, ioi, mixture, professions, sva
 from circuitkit.models import toylm
 from circuitkit.models.toylm import (
@@ -21,7 +22,6 @@ from circuitkit.models.toylm import (
     list_toy_saes,
     load_toy_lm,
     load_toy_saes,
-    resid_stream,
     toy_sae_dir,
 )
 
@@ -116,7 +116,7 @@ def test_saes_load_and_reconstruct(lm):
     model, tok = lm
     assert list_toy_saes() == list(SAE_HOOKS)
     saes = load_toy_saes()
-    acts = resid_stream(model, tok, mixture(120, seed=TEST_SEED)["text"].tolist())
+    acts = _residuals(model, tok, mixture(120, seed=TEST_SEED)["text"].tolist())
     for hook, sae in saes.items():
         assert isinstance(sae, SAE)
         assert sae.cfg.d_in == model.config.n_embd
@@ -131,10 +131,19 @@ def test_saes_load_and_reconstruct(lm):
         assert 1 <= l0 <= 64, (hook, l0)
 
 
-def test_resid_stream_matches_hidden_states(lm):
+def _residuals(model, tok, prompts, positions="after_bos"):
+    """``{hook: [tokens, d]}`` at the toy SAE hooks, captured through the runtime."""
+    from circuitkit.sae import hook_to_site
+
+    acts = ck.capture(ck.load_model(model, tokenizer=tok), list(prompts), sites=[hook_to_site(h) for h in SAE_HOOKS],
+                      positions=positions, progress=False)
+    return {h: torch.from_numpy(acts[hook_to_site(h)]) for h in SAE_HOOKS}
+
+
+def test_residual_capture_matches_hidden_states(lm):
     model, tok = lm
     prompts = ["the key to the cabinets", "when mary and john went to the store , john gave a drink to"]
-    acts = resid_stream(model, tok, prompts, include_bos=True)
+    acts = _residuals(model, tok, prompts, positions="all")
     enc = tok(prompts[:1], return_tensors="pt")
     with torch.no_grad():
         hs = model(**enc, output_hidden_states=True).hidden_states

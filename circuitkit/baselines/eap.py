@@ -5,7 +5,7 @@ connected; :func:`circuitkit.evaluate.candidate_edges`) from paired clean / corr
 length, and return a :class:`~circuitkit.circuit.Circuit` whose nodes are the sites and whose edges are
 *all* candidates with their scores.
 
-Metric ``L`` (:func:`circuitkit.intervene.task_metric`), per prompt, summed over the output positions
+Metric ``L`` (:func:`circuitkit.runtime.split.task_metric`), per prompt, summed over the output positions
 after BOS: for categorical outputs the log-probability (``log_softmax`` of the output scores) of the
 *clean* run's answer; for numerical outputs the output value.
 
@@ -39,7 +39,8 @@ from torch import Tensor
 
 from ..circuit import Circuit
 from ..evaluate import candidate_edges
-from ..intervene import answer_targets, input_gradients, run_components, task_metric
+from ..runtime.split import answer_targets, input_gradients, run_components, task_metric
+from ..sites import N_SKIPPED_POSITIONS
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +186,8 @@ def circuitlasso(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence
     methods. ``output_kind`` is unused (no metric). The result keeps the regularisation path, which
     :func:`circuitkit.evaluate.edge_scores` uses to rank candidates.
     """
-    from ..capturing import capture
     from ..fit.lasso import CircuitLasso
+    from ..runtime.capturing import capture
 
     t0 = time.perf_counter()
     batches = _as_batches(clean, "clean")
@@ -194,10 +195,13 @@ def circuitlasso(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence
         sites = _resolve_sites(model, None, batches[0])
     rows = [r.tolist() for b in batches for r in b]
 
-    def after_bos(_i: int, toks: list[str]) -> list[int]:
-        return list(range(skip_first, len(toks)))
+    if skip_first == N_SKIPPED_POSITIONS:
+        positions: Any = "after_bos"  # the one BOS rule (circuitkit.sites)
+    else:
+        def positions(_i: int, toks: list[str]) -> list[int]:
+            return list(range(skip_first, len(toks)))
 
-    acts = capture(model, rows, sites=list(sites), positions=after_bos, batch_size=batch_size, progress=False)
+    acts = capture(model, rows, sites=list(sites), positions=positions, batch_size=batch_size, progress=False)
     est = CircuitLasso(progress=progress, **lasso_params).fit(acts)
     circ = est.circuit_
     circ.meta.update({"method": "circuitlasso", "seconds": time.perf_counter() - t0, "n_prompts": len(rows)})

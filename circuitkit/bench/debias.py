@@ -1,7 +1,7 @@
 """Debiasing benchmark: CircuitLasso's prediction-target ranking vs SHIFT on synthetic Bias in Bios.
 
-Protocol (:func:`circuitkit.debias.run_debias`; fixed seeds; ``benchmarks/debias.md``): the toy LM and its
-sparse (k=4) embedding SAE (``--sae-layers``/``--sae-family`` choose other sites); a logistic-regression
+Protocol (:func:`circuitkit.workflows.debias.run_debias`; fixed seeds; ``benchmarks/debias.md``): the toy LM and its
+sparse (k=4) embedding SAE (``--sae-sites``/``--sae-family`` choose other sites); a logistic-regression
 profession probe on block 3's mean-pooled residual, trained on the ambiguous split; features ranked by
 CircuitLasso (the Lasso of the probe's logit on the pooled SAE codes, iterated on what is left) and by SHIFT
 (attribution patching to the probe's logit); the same automatic gender-purity rule on both candidate lists;
@@ -26,9 +26,10 @@ from pathlib import Path
 def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="400 bios per split instead of 1000")
     parser.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
-    parser.add_argument("--sae-layers", default=None,
-                        help="comma-separated SAE sites to rank and ablate: -1 = embedding, l = block l's output "
-                             "(default -1: the embedding)")
+    parser.add_argument("--sae-sites", "--sae-layers", dest="sae_sites", default=None,
+                        help="comma-separated residual sites whose SAE features are ranked and ablated, e.g. "
+                             "L0.resid_pre,L1.resid_post (default L0.resid_pre: the embedding; the old ints "
+                             "-1 = embedding, l = block l's output are accepted)")
     parser.add_argument("--sae-family", default=None,
                         help="toy SAE family: toylm-sparse (k=4 embedding SAE, the default; other sites from "
                              "toylm) or toylm (k=16 SAEs of every residual site)")
@@ -76,9 +77,10 @@ def cost_at_scale(shape: str | dict = "gpt2-small", *, n_prompts: int = 1000, mo
     from sae_lens.saes.sae import SAEMetadata
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from ..ablate import feature_attributions, pooled_codes
-    from ..debias import load_bios_splits, rank_features
+    from ..datasets.bios import load_bios_splits
     from ..models.toylm import load_toy_lm
+    from ..runtime.pooling import feature_attributions, pooled_codes
+    from ..workflows.debias import rank_features
 
     if isinstance(shape, dict):
         missing = {"n_layer", "n_embd", "n_head", "d_sae", "k"} - set(shape)
@@ -106,16 +108,16 @@ def cost_at_scale(shape: str | dict = "gpt2-small", *, n_prompts: int = 1000, mo
     def readout(h):
         return h @ w
 
-    feature_attributions(model, tok, prompts[:4], saes={-1: sae}, readout_layer=sh["n_layer"] - 1,
+    feature_attributions(model, tok, prompts[:4], saes={"L0.resid_pre": sae}, readout_site=f"L{sh['n_layer'] - 1}.resid_post",
                          readout=readout, batch_size=4)  # warm-up
     t = time.perf_counter()
-    feature_attributions(model, tok, prompts[:model_prompts], saes={-1: sae}, readout_layer=sh["n_layer"] - 1,
+    feature_attributions(model, tok, prompts[:model_prompts], saes={"L0.resid_pre": sae}, readout_site=f"L{sh['n_layer'] - 1}.resid_post",
                          readout=readout, batch_size=32)
     t_shift = (time.perf_counter() - t) * n_prompts / model_prompts
     t = time.perf_counter()
-    codes = pooled_codes(model, tok, prompts, saes={-1: sae}, batch_size=128)
+    codes = pooled_codes(model, tok, prompts, saes={"L0.resid_pre": sae}, batch_size=128)
     t_codes = time.perf_counter() - t
-    y = np.asarray(codes[-1] @ np.random.default_rng(seed).normal(size=sh["d_sae"])).ravel()
+    y = np.asarray(codes["L0.resid_pre"] @ np.random.default_rng(seed).normal(size=sh["d_sae"])).ravel()
     rank_features(codes, y, n_alphas=3, max_features=5)  # JIT warm-up
     t = time.perf_counter()
     r = rank_features(codes, y, n_alphas=30, alpha_min_ratio=0.01, max_features=400)
@@ -140,19 +142,16 @@ def format_budgets(rows: list[dict]) -> str:
 
 
 def main(args) -> int:
-    from ..debias import DebiasConfig, run_debias
+    from ..workflows.debias import DebiasConfig, run_debias
 
     kw = {"seed": getattr(args, "seed", 0)}
     if getattr(args, "quick", False):
         kw.update(n_train=400, n_test=400)
     if getattr(args, "profession_signal", None) is not None:
         kw["profession_signal"] = args.profession_signal
-    if getattr(args, "sae_layers", None):
-        try:
-            kw["sae_layers"] = tuple(int(v) for v in str(args.sae_layers).split(","))
-        except ValueError:
-            raise SystemExit(f"--sae-layers must be comma-separated ints (-1 = embedding), got {args.sae_layers!r}") \
-                from None
+    if getattr(args, "sae_sites", None):
+        vals = [v.strip() for v in str(args.sae_sites).split(",") if v.strip()]
+        kw["sae_sites"] = tuple(int(v) if v.lstrip("-").isdigit() else v for v in vals)
     if getattr(args, "sae_family", None):
         kw["sae_family"] = args.sae_family
     if getattr(args, "target", None):

@@ -35,14 +35,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from .._compat import nnsight_save_unmounted
@@ -292,7 +292,7 @@ class CircuitLasso(BaseEstimator):
         return np.array([i for i, r in enumerate(layout.node_rank) if r in keep], dtype=np.int64)
 
     # -- fitting -----------------------------------------------------------------------------------------
-    def fit(self, X: Activations | Features, y: Any = None) -> "CircuitLasso":
+    def fit(self, X: Activations | Features, y: Any = None) -> CircuitLasso:
         """Fit on captured activations (component level) or SAE features (feature level); with ``y``,
         also fit the prediction target(s). Returns ``self``; the result is ``self.circuit_``."""
         self._validate_params()

@@ -17,8 +17,9 @@ Solvers register by name (:func:`register_solver`) and are picked with ``Circuit
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp

@@ -10,124 +10,28 @@ projection bias is spread evenly over the heads (``b_O / n_heads``) so that the 
 the attention output; a constant offset changes neither a regression with intercept nor an
 attribution difference.
 
-To add an architecture, register an :class:`ArchSpec`::
-
-    from circuitkit.models.adapters import ArchSpec, register_arch
-    register_arch(ArchSpec(name="myarch", model_types=("myarch",), layers="model.layers",
-                           o_proj="self_attn.o_proj", o_proj_layout="linear", attn="self_attn",
-                           mlp="mlp", lm_head="lm_head", n_layers_attr="num_hidden_layers",
-                           n_heads_attr="num_attention_heads"))
+To add an architecture, register an :class:`~circuitkit.models.specs.ArchSpec` with
+:func:`circuitkit.models.registry.register_arch` (example there). Adapters describe where things are; they
+never run a model (:mod:`circuitkit.runtime` does).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from ..sites import all_sites, parse_site
+from .registry import find_spec, register_arch, registered_archs
+from .specs import ArchSpec, get_path
+
+_get = get_path
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """Module paths of one architecture (paths relative to the model root, or to a layer).
-
-    Attributes
-    ----------
-    layers: path of the ``ModuleList`` of blocks, e.g. ``"transformer.h"``.
-    attn: path (relative to a block) of the attention module; its output (or ``[0]``) is ``L{l}.attn``.
-    o_proj: path (relative to a block) of the attention output projection whose *input* is ``z``;
-        ``None`` when ``head_out`` is given.
-    o_proj_layout: ``"conv1d"`` (GPT-2: ``x @ W + b``, W is ``[in, out]``) or ``"linear"`` (``x @ W.T + b``).
-    head_out: path (relative to a block) of a module whose output is the stacked per-head
-        contributions ``[batch, pos, head, d_model]`` (circuitkit's own Tracr modules).
-    attn_out: optional module (relative to a block) whose output is what attention adds to the residual,
-        when that differs from the attention module's output (e.g. a post-attention norm).
-    mlp: path (relative to a block) of the MLP; ``mlp_out`` likewise for a post-MLP norm.
-    lm_head: path of the module whose output is ``out`` (logits).
-    head_transform: optional ``f(adapter, layer, heads) -> heads`` applied to the per-head outputs
-        ``[rows, head, d_model]`` computed from ``o_proj``'s input, for architectures whose attention
-        contribution is not ``o_proj``'s output (Gemma-2: a post-attention RMSNorm; see
-        :mod:`circuitkit.models.archs`).
-    """
-
-    name: str
-    model_types: tuple[str, ...]
-    layers: str
-    attn: str
-    mlp: str
-    lm_head: str
-    o_proj: str | None = None
-    o_proj_layout: Literal["conv1d", "linear"] = "linear"
-    head_out: str | None = None
-    attn_out: str | None = None
-    mlp_out: str | None = None
-    n_layers_attr: str = "n_layer"
-    n_heads_attr: str = "n_head"
-    matches: Callable[[Any], bool] | None = field(default=None, compare=False)
-    head_transform: Callable[[Any, int, Tensor], Tensor] | None = field(default=None, compare=False)
-    notes: str = ""
-
-
-_REGISTRY: dict[str, ArchSpec] = {}
-
-
-def register_arch(spec: ArchSpec) -> ArchSpec:
-    """Register an architecture (later registrations with the same name replace earlier ones)."""
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def registered_archs() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-register_arch(
-    ArchSpec(
-        name="gpt2",
-        model_types=("gpt2",),
-        layers="transformer.h",
-        attn="attn",
-        o_proj="attn.c_proj",
-        o_proj_layout="conv1d",
-        mlp="mlp",
-        lm_head="lm_head",
-        n_layers_attr="n_layer",
-        n_heads_attr="n_head",
-        notes="GPT-2 (HF GPT2LMHeadModel); also the embedded toy LM.",
-    )
-)
-
-
-def _is_tracr(module: Any) -> bool:
-    return type(module).__name__ == "TracrTransformer"
-
-
-register_arch(
-    ArchSpec(
-        name="tracr",
-        model_types=(),
-        layers="layers",
-        attn="attn",
-        head_out="attn.head_out",
-        mlp="mlp",
-        lm_head="unembed",
-        matches=_is_tracr,
-        notes="circuitkit's torch port of Tracr-compiled models (circuitkit.models.tracr).",
-    )
-)
-
-
-def _get(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _first(x: Any) -> Any:
@@ -176,35 +80,38 @@ class Adapter:
 
         return sorted(need, key=key)
 
-    def request(self, envoy: Any, keys: list[tuple[str, int | None]], saved: dict) -> None:
-        """Inside an nnsight trace: save the raw tensors for ``keys`` (in execution order) into ``saved``.
-
-        nnsight runs the body of a ``with model.trace(...)`` block itself and only hands back names bound
-        to saved values, so results go into a dict created *before* the block.
-        """
+    def raw_location(self, kind: str, layer: int | None) -> tuple[str, Literal["input", "output"]]:
+        """Where the raw tensor ``(kind, layer)`` lives: ``(module path from the model root, "input"|"output")``."""
         spec = self.spec
-        layers = _get(envoy, spec.layers)
-        for kind, layer in keys:
-            if kind == "out":
-                saved[(kind, layer)] = _get(envoy, spec.lm_head).output.save()
-                continue
-            block = layers[layer]
-            if kind == "resid_pre":
-                saved[(kind, layer)] = block.input.save()
-            elif kind == "z":
-                if spec.head_out is not None:
-                    saved[(kind, layer)] = _get(block, spec.head_out).output.save()
-                else:
-                    saved[(kind, layer)] = _get(block, spec.o_proj).input.save()
-            elif kind == "attn":
-                mod = _get(block, spec.attn_out or spec.attn)
-                saved[(kind, layer)] = mod.output.save()
-            elif kind == "mlp":
-                saved[(kind, layer)] = _get(block, spec.mlp_out or spec.mlp).output.save()
-            elif kind == "resid_post":
-                saved[(kind, layer)] = block.output.save()
-            else:  # pragma: no cover - guarded by raw_keys
-                raise ValueError(f"unknown raw kind {kind!r}")
+        if kind == "out":
+            return spec.lm_head, "output"
+        block = f"{spec.layers}.{int(layer)}"
+        if kind == "resid_pre":
+            return block, "input"
+        if kind == "z":
+            if spec.head_out is not None:
+                return f"{block}.{spec.head_out}", "output"
+            return f"{block}.{spec.o_proj}", "input"
+        if kind == "attn":
+            return f"{block}.{spec.attn_out or spec.attn}", "output"
+        if kind == "mlp":
+            return f"{block}.{spec.mlp_out or spec.mlp}", "output"
+        if kind == "resid_post":
+            return block, "output"
+        raise ValueError(f"unknown raw kind {kind!r}; valid: resid_pre, z, attn, mlp, resid_post, out")
+
+    @staticmethod
+    def resolve(root: Any, path: str) -> Any:
+        """The module (or nnsight envoy) at ``path`` under ``root``; integer parts index module lists."""
+        obj = root
+        for part in path.split("."):
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+        return obj
+
+    def is_parallel(self) -> bool:
+        """Whether attention and MLP both read ``resid_pre`` (GPT-NeoX ``use_parallel_residual``)."""
+        attr = self.spec.parallel_attr
+        return bool(attr and getattr(getattr(self.module, "config", None), attr, False))
 
     # -- post-processing ---------------------------------------------------------------------------
     def head_outputs(self, layer: int, z: Tensor) -> Float[Tensor, "rows head d_model"]:
@@ -273,33 +180,29 @@ def get_adapter(model: Any) -> Adapter:
 
     Raises ``ValueError`` listing the supported architectures (and how to add one) otherwise.
     """
-    from . import archs  # noqa: F401  (registers GPT-NeoX, Llama-family and Gemma specs; lazy)
-
     module = _underlying(model)
     config = getattr(module, "config", None)
-    model_type = getattr(config, "model_type", None)
-    for spec in _REGISTRY.values():
-        hit = (spec.matches is not None and spec.matches(module)) or (
-            model_type is not None and model_type in spec.model_types
+    spec = find_spec(module)
+    if spec is None:
+        described = getattr(config, "model_type", None) or type(module).__name__
+        raise ValueError(
+            f"unsupported architecture {described!r}; supported: {', '.join(registered_archs())}. "
+            "Add one with circuitkit.models.registry.register_arch(ArchSpec(...)) naming its layer list, "
+            "attention, output projection, MLP and LM head paths."
         )
-        if not hit:
-            continue
-        if spec.name == "tracr":
-            layers = _get(module, spec.layers)
-            n_layers = len(layers)
-            n_heads = getattr(module, "n_heads", None)
-            if n_heads is None and n_layers:
-                n_heads = getattr(layers[0].attn, "n_heads", None)
-            if n_heads is None:
-                raise ValueError("Tracr module has no `n_heads` attribute; rebuild it with circuitkit.models.tracr")
-            n_heads = int(n_heads)
-        else:
-            n_layers = int(getattr(config, spec.n_layers_attr))
-            n_heads = int(getattr(config, spec.n_heads_attr))
-        return Adapter(spec=spec, module=module, n_layers=n_layers, n_heads=n_heads)
-    described = model_type or type(module).__name__
-    raise ValueError(
-        f"unsupported architecture {described!r}; supported: {', '.join(registered_archs())}. "
-        "Add one with circuitkit.models.adapters.register_arch(ArchSpec(...)) naming its layer list, "
-        "attention, output projection, MLP and LM head paths."
-    )
+    if spec.name == "tracr":
+        layers = _get(module, spec.layers)
+        n_layers = len(layers)
+        n_heads = getattr(module, "n_heads", None)
+        if n_heads is None and n_layers:
+            n_heads = getattr(layers[0].attn, "n_heads", None)
+        if n_heads is None:
+            raise ValueError("Tracr module has no `n_heads` attribute; rebuild it with circuitkit.models.tracr")
+        n_heads = int(n_heads)
+    else:
+        n_layers = int(getattr(config, spec.n_layers_attr))
+        n_heads = int(getattr(config, spec.n_heads_attr))
+    return Adapter(spec=spec, module=module, n_layers=n_layers, n_heads=n_heads)
+
+
+__all__ = ["Adapter", "ArchSpec", "get_adapter", "register_arch", "registered_archs", "unwrap_output"]

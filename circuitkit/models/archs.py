@@ -1,6 +1,7 @@
 """Architecture specs for Hugging Face model families beyond GPT-2.
 
-Importing this module registers (with :func:`circuitkit.models.adapters.register_arch`):
+This module only *describes* architectures: :data:`BUILTIN_SPECS` is read by
+:mod:`circuitkit.models.registry`. Besides GPT-2 (also the embedded toy LM) and circuitkit's Tracr port:
 
 ==============  =======================================  ==============================================
 spec            HF ``model_type``                        notes
@@ -49,7 +50,8 @@ The price: a head's value depends on the other heads through ``rms(s)`` (one pos
 token), so ablating one head is not exactly "subtract its column". ``out`` is ``lm_head``'s output, i.e.
 the logits *before* Gemma-2's final logit soft-capping (``tanh``), which keeps it linear in the residual.
 
-Adding another family: register an :class:`~circuitkit.models.adapters.ArchSpec` naming its block list,
+Adding another family: register an :class:`~circuitkit.models.specs.ArchSpec` with
+:func:`circuitkit.models.registry.register_arch` naming its block list,
 attention, output projection, MLP and LM head (see the table below in the code for examples) and run
 ``tests/test_archs.py``'s checks on a random-weight config of it.
 """
@@ -64,7 +66,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .adapters import ArchSpec, _get, register_arch
+from .specs import ArchSpec
+from .specs import get_path as _get
 
 #: HF ``model_type`` values that circuitkit supports, by family (used by the sae_lens catalogue).
 SUPPORTED_MODEL_TYPES: dict[str, tuple[str, ...]] = {
@@ -95,7 +98,7 @@ def _rms_norm_gain_eps(norm: torch.nn.Module) -> tuple[Tensor, float]:
         raise ValueError(f"{type(norm).__name__} has no weight; expected an RMSNorm")
     ones = torch.ones(1, weight.shape[-1], dtype=torch.float32, device=weight.device)
     with torch.no_grad():
-        gain = norm(ones).float()[0] * math.sqrt(1.0 + float(eps))
+        gain = norm.forward(ones).float()[0] * math.sqrt(1.0 + float(eps))  # .forward: no hooks fire
     return gain, float(eps)
 
 
@@ -116,6 +119,42 @@ def frozen_post_norm_heads(
     return out.to(heads.dtype)
 
 
+# -- GPT-2 (and the toy LM), Tracr ----------------------------------------------------------------------
+_GPT2 = ArchSpec(
+    name="gpt2",
+    model_types=("gpt2",),
+    layers="transformer.h",
+    attn="attn",
+    o_proj="attn.c_proj",
+    o_proj_layout="conv1d",
+    mlp="mlp",
+    mlp_in_norm="ln_2",
+    final_norm="transformer.ln_f",
+    lm_head="lm_head",
+    n_layers_attr="n_layer",
+    n_heads_attr="n_head",
+    notes="GPT-2 (HF GPT2LMHeadModel); also the embedded toy LM.",
+)
+
+
+def _is_tracr(module: Any) -> bool:
+    return type(module).__name__ == "TracrTransformer"
+
+
+_TRACR = ArchSpec(
+    name="tracr",
+    model_types=(),
+    layers="layers",
+    attn="attn",
+    head_out="attn.head_out",
+    attn_bias="attn.b_O",
+    mlp="mlp",
+    lm_head="unembed",
+    matches=_is_tracr,
+    notes="circuitkit's torch port of Tracr-compiled models (circuitkit.models.tracr).",
+)
+
+
 # -- GPT-NeoX / Pythia --------------------------------------------------------------------------------
 def _neox_with(head_attr: str):
     def matches(module: Any) -> bool:
@@ -131,28 +170,29 @@ _NEOX_NOTES = (
     "positions, so embed is the token embedding alone."
 )
 
-_NEOX = register_arch(
-    ArchSpec(
-        name="gpt_neox",
-        model_types=(),
-        layers="gpt_neox.layers",
-        attn="attention",
-        o_proj="attention.dense",
-        o_proj_layout="linear",
-        mlp="mlp",
-        lm_head="lm_head",
-        n_layers_attr="num_hidden_layers",
-        n_heads_attr="num_attention_heads",
-        matches=_neox_with("lm_head"),
-        notes=_NEOX_NOTES,
-    )
+_NEOX = ArchSpec(
+    name="gpt_neox",
+    model_types=(),
+    layers="gpt_neox.layers",
+    attn="attention",
+    o_proj="attention.dense",
+    o_proj_layout="linear",
+    mlp="mlp",
+    mlp_in_norm="post_attention_layernorm",
+    final_norm="gpt_neox.final_layer_norm",
+    parallel_attr="use_parallel_residual",
+    lm_head="lm_head",
+    n_layers_attr="num_hidden_layers",
+    n_heads_attr="num_attention_heads",
+    matches=_neox_with("lm_head"),
+    notes=_NEOX_NOTES,
 )
 # transformers < 5 names Pythia's unembedding `embed_out`
-register_arch(replace(_NEOX, name="gpt_neox-embed_out", lm_head="embed_out", matches=_neox_with("embed_out"),
-                      notes=_NEOX_NOTES + " (transformers < 5 module names)"))
+_NEOX_OLD = replace(_NEOX, name="gpt_neox-embed_out", lm_head="embed_out", matches=_neox_with("embed_out"),
+                    notes=_NEOX_NOTES + " (transformers < 5 module names)")
 
 # -- Llama family (grouped-query attention) -------------------------------------------------------------
-_LLAMA = register_arch(
+_LLAMA = (
     ArchSpec(
         name="llama",
         model_types=SUPPORTED_MODEL_TYPES["llama"],
@@ -161,6 +201,8 @@ _LLAMA = register_arch(
         o_proj="self_attn.o_proj",
         o_proj_layout="linear",
         mlp="mlp",
+        mlp_in_norm="post_attention_layernorm",
+        final_norm="model.norm",
         lm_head="lm_head",
         n_layers_attr="num_hidden_layers",
         n_heads_attr="num_attention_heads",
@@ -171,17 +213,15 @@ _LLAMA = register_arch(
     )
 )
 
-register_arch(
-    replace(
-        _LLAMA,
-        name="gemma",
-        model_types=SUPPORTED_MODEL_TYPES["gemma"],
-        notes="Gemma 1: Llama-like blocks; the sqrt(d_model) embedding scale is part of embed (block 0's input).",
-    )
+_GEMMA = replace(
+    _LLAMA,
+    name="gemma",
+    model_types=SUPPORTED_MODEL_TYPES["gemma"],
+    notes="Gemma 1: Llama-like blocks; the sqrt(d_model) embedding scale is part of embed (block 0's input).",
 )
 
 # -- Gemma-2 / Gemma-3 (text) -----------------------------------------------------------------------------
-register_arch(
+_GEMMA2 = (
     ArchSpec(
         name="gemma2",
         model_types=SUPPORTED_MODEL_TYPES["gemma2"],
@@ -192,6 +232,8 @@ register_arch(
         attn_out="post_attention_layernorm",
         mlp="mlp",
         mlp_out="post_feedforward_layernorm",
+        mlp_in_norm="pre_feedforward_layernorm",
+        final_norm="model.norm",
         lm_head="lm_head",
         n_layers_attr="num_hidden_layers",
         n_heads_attr="num_attention_heads",
@@ -211,4 +253,7 @@ def supported_model_types() -> list[str]:
     return sorted({t for types in SUPPORTED_MODEL_TYPES.values() for t in types})
 
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "frozen_post_norm_heads", "supported_model_types"]
+#: The built-in specs, in lookup order (read by :mod:`circuitkit.models.registry`).
+BUILTIN_SPECS: tuple[ArchSpec, ...] = (_GPT2, _TRACR, _NEOX, _NEOX_OLD, _LLAMA, _GEMMA, _GEMMA2)
+
+__all__ = ["BUILTIN_SPECS", "SUPPORTED_MODEL_TYPES", "frozen_post_norm_heads", "supported_model_types"]

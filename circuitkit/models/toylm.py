@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # heavy imports stay lazy
 
 logger = logging.getLogger(__name__)
 
-from .._paths import DATA_ENV_VAR, data_root  # noqa: F401  (data_root re-exported)
+from .._paths import DATA_ENV_VAR, data_root
+
 MODEL_NAME = "circuitkit-toylm"
 SAE_HOOKS = (
     "blocks.0.hook_resid_pre",
@@ -129,93 +130,17 @@ def load_toy_saes(hooks: Sequence[str] | None = None, *, family: str = "toylm",
     return out
 
 
-def _encode(tok: Any, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    enc = tok(list(prompts), add_special_tokens=True)["input_ids"]
-    T = max(len(e) for e in enc)
-    ids = torch.full((len(enc), T), tok.pad_token_id, dtype=torch.long)
-    for i, e in enumerate(enc):
-        ids[i, : len(e)] = torch.tensor(e, dtype=torch.long)
-    return ids, torch.tensor([len(e) for e in enc])
-
-
-@torch.no_grad()
 def next_token_logits(
     model: Any, tok: Any, prompts: Sequence[str], *, batch_size: int = 256
 ) -> Float[Tensor, "n vocab"]:
-    """Logits for the token after each prompt (BOS prepended, right padding, last real position)."""
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        ids, lengths = _encode(tok, prompts[i : i + batch_size])
-        mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        out.append(logits[torch.arange(len(ids)), (lengths - 1).to(device)].float().cpu())
-    return torch.cat(out)
+    """Logits for the token after each prompt (BOS prepended): :func:`circuitkit.runtime.next_token_logits`."""
+    from ..runtime.capturing import next_token_logits as run
 
-
-@torch.no_grad()
-def resid_stream(
-    model: Any, tok: Any, prompts: Sequence[str], *, batch_size: int = 256, include_bos: bool = False
-) -> dict[str, Float[Tensor, "tokens d_model"]]:
-    """Residual-stream activations at every SAE hook, flattened over non-pad token positions.
-
-    ``blocks.0.hook_resid_pre`` is the embedding output (token + position); ``blocks.{l}.hook_resid_post``
-    is block ``l``'s output, taken by a forward hook on ``model.transformer.h[l]`` (so the last layer is
-    *before* ``ln_f``, unlike HF's ``hidden_states[-1]``). BOS positions are dropped unless
-    ``include_bos``.
-    """
-    blocks = model.transformer.h
-    store: dict[str, list[Tensor]] = {h: [] for h in SAE_HOOKS}
-    current: dict[str, Tensor] = {}
-
-    def block_hook(layer: int):
-        def fn(_mod, _inp, output):
-            # transformers >= 5 returns a tensor; older versions return a tuple (hidden, ...)
-            hidden = output[0] if isinstance(output, tuple) else output
-            current[f"blocks.{layer}.hook_resid_post"] = hidden.detach()
-
-        return fn
-
-    def pre_hook(_mod, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        current["blocks.0.hook_resid_pre"] = hidden.detach()
-
-    handles = [b.register_forward_hook(block_hook(i)) for i, b in enumerate(blocks)]
-    handles.append(blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True))
-    device = next(model.parameters()).device
-    try:
-        for i in range(0, len(prompts), batch_size):
-            ids, lengths = _encode(tok, prompts[i : i + batch_size])
-            mask = torch.arange(ids.shape[1])[None] < lengths[:, None]
-            model(input_ids=ids.to(device), attention_mask=mask.long().to(device))
-            keep = mask.clone()
-            if not include_bos:
-                keep[:, 0] = False
-            for h in SAE_HOOKS:
-                store[h].append(current[h][keep.to(device)].float().cpu())
-            current.clear()
-    finally:
-        for hd in handles:
-            hd.remove()
-    return {h: torch.cat(v) for h, v in store.items()}
+    return run(model, prompts, tokenizer=tok, batch_size=batch_size)
 
 
 def evaluate_task(model: Any, tok: Any, df: pd.DataFrame, *, batch_size: int = 256) -> dict[str, float]:
-    """Next-token accuracy on a template frame (``prompt``/``answer``/``distractor`` columns).
+    """Next-token accuracy on a template frame: :func:`circuitkit.evaluate.task_accuracy`."""
+    from ..evaluate import task_accuracy
 
-    Returns ``top1`` (answer is the argmax over the vocabulary), ``logit_diff_acc`` (logit(answer) >
-    logit(distractor)), ``mean_logit_diff`` and ``n``.
-    """
-    logits = next_token_logits(model, tok, df["prompt"].tolist(), batch_size=batch_size)
-    ans = torch.tensor(tok.convert_tokens_to_ids(df["answer"].tolist()))
-    dis = torch.tensor(tok.convert_tokens_to_ids(df["distractor"].tolist()))
-    rows = torch.arange(len(df))
-    ld = logits[rows, ans] - logits[rows, dis]
-    return {
-        "top1": float((logits.argmax(-1) == ans).float().mean()),
-        "logit_diff_acc": float((ld > 0).float().mean()),
-        "mean_logit_diff": float(ld.mean()),
-        "n": len(df),
-    }
+    return task_accuracy(model, tok, df, batch_size=batch_size)

@@ -290,56 +290,6 @@ def derive_edges(
 
 
 # --------------------------------------------------------------------------------------------------
-# component-level forward with edge ablation
-# --------------------------------------------------------------------------------------------------
-
-
-def component_outputs(
-    model: TracrTransformer,
-    ids: Int[Tensor, "batch pos"],
-    ablate: Mapping[str, Mapping[str, Tensor | None]] | None = None,
-) -> dict[str, Tensor]:
-    """Forward pass that records every component's residual contribution, optionally ablating edges.
-
-    ``ablate[v][u] = r`` replaces, *in the input of v only*, the contribution of ``u`` by ``r``
-    (``None`` = zero ablation; a tensor broadcastable to ``[batch, pos, d_model]``, e.g. u's mean, =
-    mean ablation). Every other component reads the unmodified sum of earlier contributions. For a
-    head target, the ablated input feeds its query, key and value. Returns ``{site: tensor}`` for
-    ``embed``, every head and MLP, and ``out`` (the model output ``[batch, pos, n_out]``).
-    """
-    ablate = ablate or {}
-    outs: dict[str, Tensor] = {}
-    outs["embed"] = model.embed(ids)
-
-    def read(v: str, resid: Tensor) -> Tensor:
-        if v not in ablate:
-            return resid
-        x = resid
-        for u, r in ablate[v].items():
-            if u not in outs:
-                raise ValueError(f"cannot ablate {u!r} -> {v!r}: {u!r} is not earlier than {v!r}")
-            x = x - outs[u] + (0.0 if r is None else r)
-        return x
-
-    resid = outs["embed"]
-    for l, block in enumerate(model.layers):
-        attn = block.attn
-        heads = [f"L{l}.H{h}" for h in range(attn.n_heads)]
-        if any(h in ablate for h in heads):
-            per = torch.stack([attn.per_head(read(h, resid))[:, :, i] for i, h in enumerate(heads)], dim=2)
-        else:
-            per = attn.per_head(resid)
-        for i, h in enumerate(heads):
-            outs[h] = per[:, :, i]
-        resid = resid + per.sum(dim=2) + attn.b_O
-        name = f"L{l}.MLP"
-        outs[name] = block.mlp(read(name, resid))
-        resid = resid + outs[name]
-    outs["out"] = model.unembed(read("out", resid))
-    return outs
-
-
-# --------------------------------------------------------------------------------------------------
 # tasks
 # --------------------------------------------------------------------------------------------------
 
@@ -746,7 +696,6 @@ __all__ = [
     "TracrTransformer",
     "TracrUnembed",
     "component_io",
-    "component_outputs",
     "data_dir",
     "derive_edges",
     "list_tracr_tasks",

@@ -230,10 +230,12 @@ def load_saes(cfg: RecipeConfig, lm: Any) -> dict[str, Any]:
 
 def run_recipe(cfg: RecipeConfig, *, out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Run a recipe end to end and write its outputs; returns the summary."""
-    from .. import capturing
     from ..fit.lasso import CircuitLasso
+    from ..runtime import capturing, loading
     from ..sae import encode
 
+    if cfg.needs_internet and not cfg.remote:  # before anything is written or downloaded
+        loading.check_hub_model(cfg.model)
     out_dir = Path(out) if out is not None else Path("outputs") / cfg.name
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -243,7 +245,7 @@ def run_recipe(cfg: RecipeConfig, *, out: str | Path | None = None, progress: bo
     timing["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    lm = capturing.load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,
+    lm = loading.load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,
                               remote=cfg.remote)
     saes = load_saes(cfg, lm)
     timing["load"] = time.perf_counter() - t

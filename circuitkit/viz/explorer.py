@@ -25,7 +25,8 @@ from __future__ import annotations
 import html
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -124,7 +125,7 @@ class CircuitExplorer:
                              f"(e.g. {self.circuit.node_names[:3]})")
         return nodes
 
-    def _make_figure_widget(self) -> "go.FigureWidget":
+    def _make_figure_widget(self) -> go.FigureWidget:
         import plotly.graph_objects as go
 
         fig = build_figure(self.circuit, self._level_edges, positions=self._positions, titles=self._titles,
@@ -192,7 +193,7 @@ class CircuitExplorer:
         self._sync_widgets()
 
     # -- actions (the widgets call these) -----------------------------------------------------------------------
-    def set_alpha(self, alpha: float | None) -> "CircuitExplorer":
+    def set_alpha(self, alpha: float | None) -> CircuitExplorer:
         """Show the stored path point nearest ``alpha`` (``circuit.at``; no refit); ``None`` shows the fitted
         circuit. ``ValueError`` without a path or outside it."""
         if alpha is None:
@@ -213,7 +214,7 @@ class CircuitExplorer:
         self._refresh()
         return self
 
-    def set_threshold(self, min_score: float) -> "CircuitExplorer":
+    def set_threshold(self, min_score: float) -> CircuitExplorer:
         """Hide edges with ``score < min_score`` (on top of the sparsity level)."""
         if not (isinstance(min_score, (int, float, np.floating)) and math.isfinite(min_score) and min_score >= 0):
             raise ValueError(f"threshold must be a finite number >= 0, got {min_score!r}")
@@ -223,7 +224,7 @@ class CircuitExplorer:
         self._refresh()
         return self
 
-    def filter_sites(self, sites: str | Iterable[str] | None = None) -> "CircuitExplorer":
+    def filter_sites(self, sites: str | Iterable[str] | None = None) -> CircuitExplorer:
         """Keep edges whose two ends lie in ``sites`` (``None`` or empty: all sites)."""
         if sites is None or (not isinstance(sites, str) and len(list(sites)) == 0):
             self.sites = None
@@ -237,7 +238,7 @@ class CircuitExplorer:
         self._refresh()
         return self
 
-    def filter_label(self, query: str | None = "") -> "CircuitExplorer":
+    def filter_label(self, query: str | None = "") -> CircuitExplorer:
         """Keep edges with an end whose label or node name contains ``query`` (case-insensitive); ``""``
         clears the filter."""
         self.label_query = (query or "").strip()
@@ -322,7 +323,7 @@ class CircuitExplorer:
         self._refresh()
         return hl
 
-    def clear_highlight(self) -> "CircuitExplorer":
+    def clear_highlight(self) -> CircuitExplorer:
         self.highlight_paths_to(None)
         return self
 

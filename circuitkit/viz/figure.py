@@ -32,8 +32,9 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -374,7 +375,7 @@ def build_figure(circuit: Circuit, edges: pd.DataFrame, *, positions: Mapping[st
                  highlight: Iterable[str] | None = None, marked: Iterable[str] = (), selected: str | None = None,
                  show_isolated: bool = False, nodes: Iterable[str] | None = None, show_text: bool | None = None,
                  height: int | None = None, width: int | None = None, title: str | None = None,
-                 empty_message: str | None = None) -> "go.Figure":
+                 empty_message: str | None = None) -> go.Figure:
     """Draw ``edges`` (already selected) of ``circuit``. ``positions``/``titles`` fix the layout (used by the
     explorer and the exported page so nodes do not move between sparsity levels)."""
     import plotly.graph_objects as go
@@ -436,7 +437,7 @@ def plot_circuit(
     show_isolated: bool = False,
     show_text: bool | None = None,
     title: str | None = None,
-) -> "go.Figure":
+) -> go.Figure:
     """A layered plotly figure of ``circuit`` (module docstring: layout and trace structure).
 
     Parameters
@@ -474,7 +475,7 @@ def plot_circuit(
                         width=width, title=title, empty_message=msg)
 
 
-def figure_nodes(fig: "go.Figure") -> list[str]:
+def figure_nodes(fig: go.Figure) -> list[str]:
     """The node names drawn in a figure made by :func:`plot_circuit`."""
     for t in fig.data:
         if t.name == NODE_TRACE:
@@ -482,7 +483,7 @@ def figure_nodes(fig: "go.Figure") -> list[str]:
     raise ValueError("this figure has no 'nodes' trace; was it made by circuitkit.viz.plot_circuit?")
 
 
-def figure_edges(fig: "go.Figure") -> pd.DataFrame:
+def figure_edges(fig: go.Figure) -> pd.DataFrame:
     """The edges drawn in a figure made by :func:`plot_circuit` (source, target, weight, score)."""
     for t in fig.data:
         if t.name == EDGE_INFO_TRACE:
@@ -504,7 +505,7 @@ def path_summary(circuit: Circuit) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_path(circuit: Circuit, *, height: int = 380, title: str | None = None) -> "go.Figure":
+def plot_path(circuit: Circuit, *, height: int = 380, title: str | None = None) -> go.Figure:
     """Number of edges (and of nodes with an edge) against alpha along the stored path (log x axis), with
     the selected alpha (``circuit.meta["alpha"]``) and the fitted circuit's edge count marked."""
     import plotly.graph_objects as go
@@ -551,7 +552,7 @@ def _levels(circuit: Circuit, max_levels: int) -> tuple[list[str], list[Circuit]
 
 
 def export_html(
-    circuit_or_figure: "Circuit | go.Figure",
+    circuit_or_figure: Circuit | go.Figure,
     path: str | Path,
     *,
     top_k_per_node: int | None = None,
@@ -626,7 +627,7 @@ def find_chromium() -> str | None:
     return None
 
 
-def export_png(fig_or_circuit: "go.Figure | Circuit", path: str | Path, *, width: int = 1200,
+def export_png(fig_or_circuit: go.Figure | Circuit, path: str | Path, *, width: int = 1200,
                height: int | None = None, scale: float = 1.0, **plot_kwargs: Any) -> Path:
     """Write a static PNG with kaleido. Needs a Chrome/Chromium (kaleido's own, ``$BROWSER_PATH`` or a
     ``chromium`` on ``PATH``; on Debian: ``apt-get install -y chromium``); raises ``RuntimeError`` saying so
