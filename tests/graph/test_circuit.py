@@ -65,3 +65,17 @@ def test_site_order():
     with pytest.raises(ValueError, match="valid forms"):
         parse_site("layer0.head1")
     np.testing.assert_equal(parse_site("L12.resid_post").layer, 12)
+
+
+def test_two_identical_fits_compare_equal():
+    """Wall times in ``meta`` differ between runs; equality is about the circuit, so it ignores them."""
+    import circuitkit as ck
+    from circuitkit.models.tracr import load_tracr_task
+
+    task = load_tracr_task("hist")
+    acts = ck.capture(task.model, task.token_ids(task.sample_inputs(60, seed=0)), sites=task.sites, progress=False)
+    a = ck.CircuitLasso(n_alphas=4).fit(acts).circuit_
+    b = ck.CircuitLasso(n_alphas=4).fit(acts).circuit_
+    assert a == b
+    c = ck.CircuitLasso(n_alphas=4, alpha_min_ratio=0.5).fit(acts).circuit_
+    assert c != a or c.n_edges == a.n_edges  # a different fit is a different circuit (or the same edges)
