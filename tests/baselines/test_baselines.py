@@ -9,7 +9,7 @@ from conftest import _reference_component_outputs as component_outputs
 from scipy.stats import spearmanr
 
 from circuitkit.baselines import available_methods, discover, get_method
-from circuitkit.baselines.interpbench import (
+from circuitkit.models.interpbench import (
     hook_to_component,
     load_interpbench_case,
     parse_interpbench_edges,
@@ -226,6 +226,6 @@ def test_interpbench_hub_plumbing_and_model_conversion(tmp_path):
     with pytest.raises(ValueError, match="normalization_type"):
         load_interpbench_case("3", downloader=fake_download)
     with pytest.raises(ValueError, match="lacks InterpBench files"):
-        from circuitkit.baselines.interpbench import load_interpbench_dir
+        from circuitkit.models.interpbench import load_interpbench_dir
 
         load_interpbench_dir(tmp_path)
