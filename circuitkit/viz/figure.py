@@ -562,8 +562,12 @@ def export_html(
     labels: Mapping[str, str] | None = None,
     evidence: pd.DataFrame | None = None,
     title: str | None = None,
+    caption: str | None = None,
 ) -> Path:
     """Write a self-contained HTML page (plotly.js inline, works offline) and return its path.
+
+    ``title`` is the figure's title and the page's ``<title>``; ``caption`` (plain text; blank lines separate
+    paragraphs) is printed under the figure, e.g. the model, task, prompts and sparsity.
 
     For a circuit the page has the figure of :func:`plot_circuit` with the same hover, and (``slider``) a
     sparsity slider: the fitted circuit, then every stored path point ``circuit.at(alpha)`` (at most
@@ -606,7 +610,23 @@ def export_html(
         raise ValueError(f"export_html expects a Circuit or a plotly Figure, got {type(circuit_or_figure).__name__}")
     fig.write_html(str(path), include_plotlyjs=True, full_html=True, auto_play=False,
                    config={"displaylogo": False, "scrollZoom": True})
+    if title or caption:
+        _add_title_and_caption(path, title, caption)
     return path
+
+
+def _add_title_and_caption(path: Path, title: str | None, caption: str | None) -> None:
+    import html as _html
+
+    page = path.read_text(encoding="utf-8")
+    if title:
+        page = page.replace("<head>", f"<head><title>{_html.escape(title)}</title>", 1)
+    if caption:
+        paras = "".join(f"<p>{_html.escape(p.strip())}</p>" for p in caption.split("\n\n") if p.strip())
+        block = ('<div class="circuitkit-caption" style="font-family:sans-serif;font-size:14px;max-width:60em;'
+                 f'margin:0 2em 2em 2em;color:#333">{paras}</div>')
+        page = page.replace("</body>", block + "</body>", 1)
+    path.write_text(page, encoding="utf-8")
 
 
 def _max_col(positions: Mapping[str, tuple[float, float]]) -> int:

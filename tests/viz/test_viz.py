@@ -306,6 +306,10 @@ def test_export_html_is_self_contained_with_a_sparsity_slider(tmp_path):
     assert "sparsity: " in text and "L1.resid_post" in text
     fig_page = export_html(plot_circuit(c), tmp_path / "fig.html")
     assert fig_page.stat().st_size > 1_000_000
+    captioned = export_html(c, tmp_path / "cap.html", title="IOI <circuit>",
+                            caption="Model: toy.\n\nPrompts: 40 IOI & SVA.").read_text()
+    assert "<title>IOI &lt;circuit&gt;</title>" in captioned
+    assert "<p>Model: toy.</p><p>Prompts: 40 IOI &amp; SVA.</p>" in captioned
 
 
 def test_export_png_error_names_the_fix(tmp_path, monkeypatch):
