@@ -141,7 +141,7 @@ PROFESSION_CUE = " So {first} works as a"
 PRONOUN_TEMPLATES = (  # pronoun-free openings: the pronoun must come from the first name
     "{full} {desc} in {city}. Every morning,",
     "{full} moved to {city} {num} years ago. Since then,",
-    "Last week {first} {desc}. After work,",
+    "{first} {desc}. After work,",
 )
 CITIES = ("Boston", "Chicago", "London", "Paris", "Dublin", "Seattle", "Denver", "Toronto", "Sydney", "Madrid",
           "Berlin", "Houston")
