@@ -32,3 +32,4 @@ __all__ = [
     "professions",
     "sva",
 ]
+from . import real  # noqa: E402,F401  (tasks for real BPE tokenizers: circuitkit.datasets.real)
