@@ -46,9 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the end-to-end demo on the embedded toy LM and a Tracr model")
+    demo = sub.add_parser("demo", help="run the end-to-end demo on the embedded real model (SmolLM2) and a Tracr model")
     demo.add_argument("--out", default="outputs/demo", help="output directory (default: outputs/demo)")
     demo.add_argument("--quick", action="store_true", help="fewer prompts (for tests)")
+    demo.add_argument("--model", default="auto", choices=["auto", "smollm2-135m", "toylm"],
+                      help="the LM of part 1 (default auto: SmolLM2-135M when it and its SAEs are installed)")
 
     bench = sub.add_parser("bench", help="benchmarks: print a table and write JSON")
     bsub = bench.add_subparsers(dest="bench", required=True)
@@ -88,7 +90,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        print(run_demo(out=args.out, quick=args.quick).summary())
+        print(run_demo(out=args.out, quick=args.quick, model=args.model).summary())
         return 0
     if args.command == "bench":
         mod = _module(BENCHES[args.bench])
