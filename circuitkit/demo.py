@@ -113,7 +113,7 @@ def _smollm2_story(out: Path, quick: bool, seconds: dict) -> tuple[object, pd.Da
     acts = capture(lm, prompts, sites=sites, positions="last", batch_size=32, progress=False)
     feats = encode(acts, saes)
     ctx = capture(lm, prompts[: 24 if quick else 64], sites=sites, positions="after_bos", batch_size=32,
-                  progress=False)
+                  progress=False, predictions=True)
     ctx_feats = encode(ctx, saes)
     seconds["capture"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -9,7 +9,11 @@ For every SAE feature, :func:`feature_evidence` collects what a person needs to 
   active** and the **max activation**;
 * an **automatic short label**: the feature's dominant tokens among its top-``top_k`` rows, ranked by how
   many of those rows carry the token (ties: the token reached first in the top-row order), at most
-  ``label_tokens`` of them, joined with ``" | "`` (e.g. ``"john | mary"``);
+  ``label_tokens`` of them, joined with ``" | "`` (e.g. ``"john | mary"``). When the rows' own token does
+  not tell features apart -- the feature's dominant token is the token of at least half of *all* captured
+  rows, as at ``positions="last"``, where every IOI row is "to" -- the label shows context instead: the model's predicted next token when the capture
+  recorded it (``capture(..., predictions=True)``; ``"to → mary | john"``), else the dominant preceding
+  token (``"drink to"``). Top contexts end with ``→ predicted`` when it is known;
 * a **Neuronpedia link** ``https://neuronpedia.org/{neuronpedia_id}/{index}`` when the SAE comes from a
   known public sae_lens release (``neuronpedia_id`` is e.g. ``gpt2-small/8-res-jb``), else ``None``.
 
@@ -68,6 +72,11 @@ def _context(tokens: list[list[str]], prompt: int, pos: int, window: int) -> str
     return " ".join([*left, f"[{toks[pos]}]", *right])
 
 
+def _previous_token(tokens: list[list[str]], prompt: int, pos: int) -> str:
+    toks = tokens[prompt] if 0 <= prompt < len(tokens) else []
+    return toks[pos - 1] if 0 < pos <= len(toks) else ""
+
+
 def _row_tokens(features: Any) -> np.ndarray:
     """The token of every row (``""`` for aggregated rows)."""
     index = features.index
@@ -79,6 +88,26 @@ def _row_tokens(features: Any) -> np.ndarray:
         p, pos = int(p), int(pos)
         out.append(toks[p][pos] if 0 <= p < len(toks) and 0 <= pos < len(toks[p]) else "")
     return np.asarray(out, dtype=object)
+
+
+UNIFORM_TOKEN_SHARE = 0.5
+
+
+def context_label(tokens: list[str], predicted: list[str] | None, previous: list[str], *,
+                  base_share: Mapping[str, float] | None = None, max_tokens: int = 3) -> str:
+    """The automatic label (module docstring): the dominant tokens; or, when the dominant token is the token
+    of at least :data:`UNIFORM_TOKEN_SHARE` of all rows (``base_share``: ``{display token: share of rows}``),
+    that token with the dominant predictions (or the dominant preceding token)."""
+    shown = [display_token(t) for t in tokens if str(t) != ""]
+    if shown:
+        top, _ = Counter(shown).most_common(1)[0]
+        if base_share is not None and base_share.get(top, 0.0) >= UNIFORM_TOKEN_SHARE:
+            if predicted and any(predicted):
+                return f"{top} → {short_label(predicted, max_tokens=max_tokens)}"
+            prev = short_label(previous, max_tokens=1)
+            if prev:
+                return f"{prev} {top}"
+    return short_label(tokens, max_tokens=max_tokens)
 
 
 def short_label(tokens: Iterable[str], *, max_tokens: int = 3) -> str:
@@ -175,6 +204,11 @@ def feature_evidence(
             if s and f.isdigit():
                 wanted.setdefault(s, set()).add(int(f))
     row_tok = _row_tokens(features)
+    row_pred = (features.index["predicted"].astype(str).to_numpy(dtype=object)
+                if "predicted" in features.index else None)
+    counts = Counter(display_token(t) for t in row_tok if str(t) != "")
+    total = sum(counts.values())
+    base_share = {t: c / total for t, c in counts.items()} if total else {}
     prompts = features.index["prompt"].to_numpy()
     positions = features.index["position"].to_numpy()
     n_rows = features.n_rows
@@ -195,19 +229,23 @@ def feature_evidence(
             order = np.lexsort((rows, -vals))[:top_k]
             top_rows = rows[order]
             toks = [str(row_tok[r]) for r in top_rows]
+            preds = [str(row_pred[r]) for r in top_rows] if row_pred is not None else None
+            prev = [_previous_token(features.tokens, int(prompts[r]), int(positions[r])) for r in top_rows]
+            contexts = [_context(features.tokens, int(prompts[r]), int(positions[r]), window) for r in top_rows]
+            if preds is not None:
+                contexts = [f"{c} → {display_token(q)}" if q else c for c, q in zip(contexts, preds)]
             records.append({
                 "node": feature_node(s, p),
                 "site": s,
                 "feature": int(p),
-                "label": short_label(toks, max_tokens=label_tokens),
+                "label": context_label(toks, preds, prev, base_share=base_share, max_tokens=label_tokens),
                 "frequency": rows.size / n_rows if n_rows else 0.0,
                 "mean_activation": float(vals.mean()) if vals.size else 0.0,
                 "max_activation": float(vals.max()) if vals.size else 0.0,
                 "top_tokens": [display_token(t) for t in toks],
                 "top_activations": vals[order].tolist(),
                 "top_rows": top_rows.astype(int).tolist(),
-                "top_contexts": [_context(features.tokens, int(prompts[r]), int(positions[r]), window)
-                                 for r in top_rows],
+                "top_contexts": contexts,
                 "neuronpedia": neuronpedia_url(np_id, p),
             })
     df = pd.DataFrame.from_records(records, columns=EVIDENCE_COLUMNS)

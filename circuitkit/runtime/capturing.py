@@ -69,6 +69,7 @@ def capture(
     logit_tokens: Sequence[int] | None = None,
     progress: bool = True,
     dtype: torch.dtype = torch.float32,
+    predictions: bool = False,
 ) -> Activations:
     """Record ``sites`` of ``model`` over ``inputs`` in one nnsight trace per batch.
 
@@ -80,6 +81,9 @@ def capture(
     positions, aggregate: which rows to keep (module docstring).
     batch_size: prompts per trace; bounds memory.
     logit_tokens: keep only these vocabulary columns of ``out`` (default: all).
+    predictions: also record the model's predicted next token (argmax of the logits) at every kept row, as
+        the index column ``"predicted"`` (token strings; ``""`` for aggregated rows). Feature labels use it
+        to show what the model was about to say (:mod:`circuitkit.labels`). Needs a tokenizer.
 
     Returns
     -------
@@ -97,8 +101,12 @@ def capture(
     lm = load_model(model)
     sites = validate_sites(sites, lm.sites)
     ids, toks = tokenize(lm, inputs)
-    keys = lm.adapter.raw_keys(sites)
+    want_pred = bool(predictions)
+    if want_pred and lm.tokenizer is None:
+        raise ValueError("predictions=True needs a tokenizer (the predicted token ids are decoded to strings)")
+    keys = lm.adapter.raw_keys([*sites, "out"] if want_pred and "out" not in sites else sites)
     groups = batches(lm, ids, batch_size)
+    pred_rows: list[np.ndarray] = []
 
     per_site: dict[str, list[np.ndarray]] = {s: [] for s in sites}
     rows_prompt: list[np.ndarray] = []
@@ -118,6 +126,14 @@ def capture(
             continue
         bi = torch.tensor(b_idx)
         ti = torch.tensor(t_idx)
+        if want_pred:
+            pred = raw[("out", None)].detach()[bi, ti].argmax(-1).cpu().numpy()
+            if aggregate is None:
+                pred_rows.append(pred)
+            else:
+                pred_rows.append(np.full(len(group), -1))
+            if "out" not in sites:
+                raw = {k: v for k, v in raw.items() if k[0] != "out"}
         selected = {}
         for k, v in raw.items():
             v = v.detach()
@@ -153,6 +169,11 @@ def capture(
     prompt_col, pos_col = prompt_col[order], pos_col[order]
     token_col = [toks[p][q] if q >= 0 else "" for p, q in zip(prompt_col, pos_col)]
     index = pd.DataFrame({"prompt": prompt_col, "position": pos_col, "token": token_col})
+    if want_pred:
+        pid = np.concatenate(pred_rows)[order]
+        names = lm.tokenizer.convert_ids_to_tokens([int(i) for i in pid[pid >= 0]])
+        it = iter(names)
+        index["predicted"] = [next(it) if i >= 0 else "" for i in pid]
     pos_desc = positions if isinstance(positions, (str, int, list, tuple)) else getattr(positions, "__name__", "callable")
     meta = {
         "model": lm.name,

@@ -169,3 +169,23 @@ def test_label_circuit_sets_labels_and_user_overrides_win_and_are_saved(tmp_path
     assert g.nodes["L0.resid_post/f1"]["label"] == "Mary detector"
     with pytest.raises(ValueError, match="unknown nodes in overrides"):
         label_circuit(c, feats, overrides={"L9.resid_post/f1": "x"})
+
+
+def test_labels_at_the_last_position_show_context_and_the_prediction():
+    """At positions="last" every IOI row's token is "to"; labels must tell features apart by context."""
+    import circuitkit as ck
+    from circuitkit.datasets.templates import ioi
+    from circuitkit.labels import feature_evidence
+    from circuitkit.models.toylm import load_toy_saes
+
+    prompts = ioi(40, seed=0)["prompt"].tolist()
+    saes = load_toy_saes(["blocks.3.hook_resid_post"])
+    acts = ck.capture("toylm", prompts, sites=["L3.resid_post"], positions="last", predictions=True, progress=False)
+    assert set(acts.index["token"]) == {"to"} and acts.index["predicted"].ne("").all()
+    ev = feature_evidence(ck.encode(acts, saes), top_k=8)
+    assert len(ev) and ev["label"].str.startswith("to → ").all()
+    assert ev["label"].nunique() > 1  # the predictions differ between features
+    assert all(" → " in c for cs in ev["top_contexts"] for c in cs)
+    plain = feature_evidence(ck.encode(ck.capture("toylm", prompts, sites=["L3.resid_post"], positions="last",
+                                                  progress=False), saes), top_k=8)
+    assert plain["label"].str.endswith(" to").all() and not plain["label"].eq("to").any()  # preceding token
