@@ -23,6 +23,12 @@ import json
 from pathlib import Path
 
 
+#: SmolLM2 defaults: the earliest of our SmolLM2 SAEs (gender enters through names and pronouns early), and
+#: the last block's output as the classifier's representation.
+SMOLLM2_SAE_SITES = ("L3.resid_post",)
+SMOLLM2_READOUT = "L29.resid_post"
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="400 bios per split instead of 1000")
     parser.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
@@ -39,6 +45,10 @@ def add_arguments(parser) -> None:
                         help="inspection budgets for the ranking sweep (comma-separated top-k; '' to skip)")
     parser.add_argument("--cost-shape", choices=sorted(COST_SHAPES), default=None,
                         help="also time both rankings on a random model and SAE of this real shape (slow)")
+    parser.add_argument("--model", choices=["toylm", "smollm2-135m"], default="toylm",
+                        help="toylm (default; synthetic word-level bios) or smollm2-135m (the real model, our "
+                             "SmolLM2 SAEs, bios from circuitkit.datasets.real; default sites L3.resid_post -> "
+                             "readout L29.resid_post)")
     parser.add_argument("--profession-signal", type=float, default=None,
                         help="probability that a bio's text is its own (default 0.8; 1.0 = the easy task)")
 
@@ -161,8 +171,33 @@ def main(args) -> int:
         budgets = [int(v) for v in raw.split(",") if v.strip()]
     except ValueError:
         raise SystemExit(f"--budgets must be comma-separated ints, got {raw!r}") from None
-    result = run_debias(DebiasConfig(**kw), budgets=budgets)
+    model_name = getattr(args, "model", "toylm") or "toylm"
+    run_kw: dict = {}
+    if model_name == "smollm2-135m":
+        from ..datasets.bios import load_real_bios_splits
+        from ..models.smollm2 import load_smollm2, load_smollm2_saes
+        from ..sae import site_to_hook
+
+        kw.setdefault("sae_sites", SMOLLM2_SAE_SITES)
+        kw.setdefault("readout_site", SMOLLM2_READOUT)
+        kw.setdefault("batch_size", 32)
+        cfg = DebiasConfig(**kw)
+        model, tok = load_smollm2()
+        saes = load_smollm2_saes([site_to_hook(s) for s in cfg.sae_sites])
+        run_kw = {"model": model, "tokenizer": tok, "saes": {s: saes[site_to_hook(s)] for s in cfg.sae_sites},
+                  "data": load_real_bios_splits(tok, cfg.n_train, cfg.n_test, seed=cfg.seed,
+                                                professions=cfg.professions, profession_signal=cfg.profession_signal)}
+    else:
+        cfg = DebiasConfig(**kw)
+    result = run_debias(cfg, budgets=budgets, **run_kw)
+    for r in result.records:
+        r["model"] = model_name
+    print(f"model: {model_name}; SAE sites {list(cfg.sae_sites)}; read-out {cfg.readout_site}; "
+          f"{cfg.n_train} train / {cfg.n_test} per balanced split")
     print(format_table(result.records))
+    by = {r["method"]: r for r in result.records}
+    if "circuitlasso" in by and "shift" in by and by["circuitlasso"]["seconds"] > 0:
+        print(f"ranking time SHIFT / CircuitLasso = {by['shift']['seconds'] / by['circuitlasso']['seconds']:.2f}x")
     for name, sel in result.selections.items():
         chosen = sel.loc[sel["selected"]]
         per_site = chosen["site"].value_counts().sort_index().to_dict()

