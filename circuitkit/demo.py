@@ -108,8 +108,9 @@ def _smollm2_story(out: Path, quick: bool, seconds: dict) -> tuple[object, pd.Da
     df = ioi(tok, n, seed=0, split="test")
     prompts = df["prompt"].tolist()
     logits = next_token_logits(lm, prompts, batch_size=32)
+    lg = logits.numpy()
     rows = np.arange(len(df))
-    y = (logits[rows, df["answer_id"].to_numpy()] - logits[rows, df["distractor_id"].to_numpy()]).numpy()
+    y = lg[rows, df["answer_id"].to_numpy(np.int64)] - lg[rows, df["distractor_id"].to_numpy(np.int64)]
     acts = capture(lm, prompts, sites=sites, positions="last", batch_size=32, progress=False)
     feats = encode(acts, saes)
     ctx = capture(lm, prompts[: 24 if quick else 64], sites=sites, positions="after_bos", batch_size=32,
