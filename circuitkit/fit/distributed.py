@@ -3,7 +3,7 @@
 The Lasso problems of different targets are independent, so a block of targets is cut into chunks and
 each chunk is fitted by an ordinary single-machine solver (``"fast"`` by default) on a Dask worker. The
 design ``X`` is scattered to every worker once (``broadcast=True``); each task receives only its own
-targets (kept sparse: :class:`~circuitkit.fit.fast.SparseTargets`) and returns a
+targets (kept sparse: :class:`~circuitkit.fit.design.SparseTargets`) and returns a
 :class:`~circuitkit.fit.solvers.PathResult`, which are concatenated in target order. The result is the
 same as the local solver's, because every target is solved by the same code with the same inputs.
 
@@ -132,7 +132,7 @@ class DaskSolver:
 
     def path(self, X, Y, alphas, *, offset=None, tol=1e-6, max_iter=50, n_jobs=1) -> PathResult:
         """``n_jobs`` is ignored: the cluster's workers are the parallelism."""
-        from .fast import SparseTargets, as_sparse_targets
+        from .design import SparseTargets, as_sparse_targets
 
         client = self._client()
         alphas = np.asarray(alphas, dtype=np.float64)

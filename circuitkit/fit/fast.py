@@ -31,7 +31,7 @@ rule, so ``tol`` means the same for ``"celer"`` and ``"fast"``); the full-proble
 plus the KKT slack, and is returned. At ``tol=1e-8`` the coefficients agree with per-target
 ``celer_path`` to about ``1e-6`` (tests assert ``1e-5`` absolute on standardised data and the same support).
 
-When to use it (the ``"auto"`` rule, :func:`choose_solver`): a sparse design (SAE features) goes to
+When to use it (the ``"auto"`` rule, :func:`circuitkit.fit.solvers.choose_solver`): a sparse design (SAE features) goes to
 ``"fast"``; a dense design with CUDA present goes to ``"torch"``; anything else to ``"celer"``.
 """
 
@@ -44,130 +44,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .design import SparseTargets, as_sparse_targets
 from .solvers import PathResult, register_solver
 
 logger = logging.getLogger(__name__)
-
-
-# -- targets that stay sparse ---------------------------------------------------------------------------
-
-
-@dataclass
-class SparseTargets:
-    """A block of targets kept sparse: column ``j`` is ``(raw[:, j] - mean[j]) / scale[j]``.
-
-    It behaves enough like the dense ``[n, n_targets]`` array the solver contract describes for every
-    solver to use it: ``Y.shape``, ``Y[:, j]`` (a dense standardised column), ``Y[:, cols]`` (a smaller
-    ``SparseTargets``) and :meth:`dense`. The fast solver reads ``raw`` directly and never densifies.
-    """
-
-    raw: sp.csc_matrix
-    mean: np.ndarray
-    scale: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.raw = sp.csc_matrix(self.raw, dtype=np.float64)
-        self.mean = np.asarray(self.mean, dtype=np.float64).ravel()
-        self.scale = np.asarray(self.scale, dtype=np.float64).ravel()
-        q = self.raw.shape[1]
-        if self.mean.shape != (q,) or self.scale.shape != (q,):
-            raise ValueError(f"mean and scale must have one entry per target column ({q}); got "
-                             f"{self.mean.shape} and {self.scale.shape}")
-        if np.any(self.scale <= 0) or not np.all(np.isfinite(self.scale)):
-            raise ValueError("scale must be finite and > 0 for every target column")
-
-    @classmethod
-    def from_design(cls, design: sp.spmatrix, cols: np.ndarray, mean: np.ndarray,
-                    scale: np.ndarray | None) -> SparseTargets:
-        """The target block ``design[:, cols]`` centred by ``mean[cols]`` and divided by ``scale[cols]``
-        (``None``: no scaling), without densifying."""
-        cols = np.asarray(cols)
-        raw = sp.csc_matrix(design)[:, cols]
-        sc = np.ones(len(cols)) if scale is None else np.asarray(scale, dtype=np.float64)[cols]
-        return cls(raw, np.asarray(mean, dtype=np.float64)[cols], sc)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.raw.shape
-
-    @property
-    def ndim(self) -> int:
-        return 2
-
-    def column(self, j: int) -> np.ndarray:
-        return (self.raw[:, [j]].toarray().ravel() - self.mean[j]) / self.scale[j]
-
-    def dense(self) -> np.ndarray:
-        return np.asfortranarray((self.raw.toarray() - self.mean) / self.scale)
-
-    def __getitem__(self, key):
-        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], slice) and key[0] == slice(None)):
-            raise ValueError(f"SparseTargets supports Y[:, j] and Y[:, cols] only, got {key!r}")
-        j = key[1]
-        if isinstance(j, (int, np.integer)):
-            return self.column(int(j))
-        cols = np.arange(self.shape[1])[j]
-        return SparseTargets(self.raw[:, cols], self.mean[cols], self.scale[cols])
-
-    def xty(self, X, offset: np.ndarray | None, cols: np.ndarray | None = None) -> np.ndarray:
-        """``(X - 1 offset')' Y[:, cols]`` as a dense ``[p, len(cols)]`` array (chunk ``cols`` to bound memory)."""
-        cols = np.arange(self.shape[1]) if cols is None else np.asarray(cols)
-        raw = self.raw[:, cols]
-        n = self.shape[0]
-        colsum_x = np.asarray(X.sum(axis=0)).ravel()
-        out = np.asarray((X.T @ raw).toarray() if sp.issparse(X) else X.T @ raw.toarray())
-        out = (out - np.outer(colsum_x, self.mean[cols])) / self.scale[cols]
-        if offset is not None:
-            sum_y = (np.asarray(raw.sum(axis=0)).ravel() - n * self.mean[cols]) / self.scale[cols]
-            out = out - np.outer(offset, sum_y)
-        return out
-
-    def alpha_max(self, X, offset: np.ndarray | None, *, chunk: int = 256) -> float:
-        """``max_j ||X_c' y_j||_inf / n``: the smallest alpha at which every target's fit is empty.
-
-        Same value as :meth:`xty` chunk by chunk, but into one reused Fortran buffer with in-place BLAS
-        rank-1 updates for the centring: fresh ~50 MB temporaries per chunk cost more in page faults than
-        the arithmetic (21 s vs ~3 s at D=24,576, M=10,000 on a 2-core VM)."""
-        from scipy.linalg import blas
-
-        n, q = self.shape
-        p = X.shape[1]
-        if q == 0 or p == 0:
-            return 0.0
-        colsum_x = np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
-        sum_raw = np.asarray(self.raw.sum(axis=0), dtype=np.float64).ravel()
-        XT = X.T.tocsr() if sp.issparse(X) else np.asarray(X).T
-        chunk = max(1, min(chunk, q))
-        buf = np.empty((p, chunk), order="F")
-        amax = 0.0
-        for start in range(0, q, chunk):
-            cols = np.arange(start, min(start + chunk, q))
-            m = len(cols)
-            b = buf if m == chunk else np.empty((p, m), order="F")
-            raw = self.raw[:, cols]
-            if sp.issparse(XT):
-                b[...] = 0.0
-                sp.csr_matrix(XT @ raw).toarray(out=b)  # accumulates into the zeroed buffer
-            else:
-                b[...] = XT @ raw.toarray()
-            inv = 1.0 / self.scale[cols]
-            b *= inv  # column scaling in place
-            b = blas.dger(-1.0, colsum_x, self.mean[cols] * inv, a=b, overwrite_a=True)
-            if offset is not None:
-                sum_y = (sum_raw[cols] - n * self.mean[cols]) * inv
-                b = blas.dger(-1.0, np.asarray(offset, dtype=np.float64), sum_y, a=b, overwrite_a=True)
-            amax = max(amax, float(b.max()), float(-b.min()))
-        return amax / n
-
-
-def as_sparse_targets(Y) -> SparseTargets:
-    """Wrap a dense standardised block (or return a :class:`SparseTargets` unchanged)."""
-    if isinstance(Y, SparseTargets):
-        return Y
-    Y = np.asarray(Y, dtype=np.float64)
-    if Y.ndim != 2:
-        raise ValueError(f"targets must be a 2-D [n, n_targets] block, got shape {Y.shape}")
-    return SparseTargets(sp.csc_matrix(Y), np.zeros(Y.shape[1]), np.ones(Y.shape[1]))
 
 
 # -- numba kernels ---------------------------------------------------------------------------------------
@@ -779,77 +659,21 @@ def _assemble(outs, chunks, alphas, nq, p, name) -> PathResult:
     return PathResult(alphas, coefs, rss, gaps, skipped, name, info)
 
 
-# -- selection and the auto rule ---------------------------------------------------------------------------
-
-
-def select_per_target(res: PathResult, *, n_rows: int, n_features: int, selection: str = "ebic",
-                      ebic_gamma: float = 0.5, max_df: np.ndarray | None = None) -> np.ndarray:
-    """Per-target (E)BIC on relaxed residuals, vectorised over targets: the grid index chosen for each target.
-
-    ``crit = n log(RSS_relaxed / n) + df * (log n + 2 gamma log p)`` (``"bic"``: without the ``log p``
-    term); the first (largest-alpha) minimum wins, so ties go to the sparser model -- the same rule as
-    ``CircuitLasso._select_per_target``. Needs ``res.info["relaxed_rss"]``."""
-    if selection not in ("bic", "ebic"):
-        raise ValueError(f"unknown selection {selection!r}; valid: ('bic', 'ebic')")
-    rel = res.info.get("relaxed_rss")
-    if rel is None:
-        raise ValueError(f"PathResult from solver {res.solver!r} has no info['relaxed_rss']")
-    pen = math.log(n_rows) + (2 * ebic_gamma * math.log(max(n_features, 2)) if selection == "ebic" else 0.0)
-    df = np.vstack([np.diff(c.indptr) for c in res.coefs])                     # [n_alphas, n_targets]
-    crit = n_rows * np.log(np.maximum(rel / n_rows, 1e-12)) + df * pen
-    if max_df is not None:  # supports larger than a target's evidence allows are not eligible
-        crit = np.where(df <= np.asarray(max_df)[None, :], crit, np.inf)
-        crit[0] = np.where(np.isfinite(crit[0]), crit[0], np.finfo(float).max)
-    # first index within 1e-9 of the running minimum, as the sequential rule does
-    best = crit[0].copy()
-    chosen = np.zeros(crit.shape[1], dtype=np.int64)
-    for k in range(1, crit.shape[0]):
-        better = crit[k] < best - 1e-9
-        chosen[better] = k
-        best[better] = crit[k][better]
-    return chosen
-
-
-def pick_rows(coefs: list[sp.csr_matrix], chosen: np.ndarray) -> sp.csr_matrix:
-    """Row ``j`` of ``coefs[chosen[j]]`` for every ``j``, as one CSR matrix (vectorised)."""
-    chosen = np.asarray(chosen)
-    out = None
-    for k in np.unique(chosen):
-        mask = sp.diags((chosen == k).astype(np.float64))
-        part = mask @ coefs[int(k)]
-        out = part if out is None else out + part
-    if out is None:
-        return sp.csr_matrix(coefs[0].shape)
-    out = sp.csr_matrix(out)
-    out.eliminate_zeros()
-    return out
-
-
-def choose_solver(X, n_targets: int, *, cuda: bool | None = None) -> str:
-    """The ``solver="auto"`` rule: sparse design -> ``"fast"``; dense design with CUDA and at least
-    ``1e6`` coefficients (``p * n_targets``) -> ``"torch"``; otherwise ``"celer"``."""
-    if sp.issparse(X):
-        return "fast"
-    if cuda is None:
-        try:
-            import torch
-
-            cuda = bool(torch.cuda.is_available())
-        except ImportError:  # pragma: no cover
-            cuda = False
-    if cuda and X.shape[1] * n_targets >= 1_000_000:
-        return "torch"
-    return "celer"
-
-
 register_solver("fast", FastSolver)
 
-__all__ = [
-    "FastConfig",
-    "FastSolver",
-    "SparseTargets",
-    "as_sparse_targets",
-    "choose_solver",
-    "pick_rows",
-    "select_per_target",
-]
+
+
+def __getattr__(name: str):
+    # old import paths (one release): selection lives in circuitkit.fit.select, the auto rule in solvers
+    if name in ("select_per_target", "pick_rows"):
+        from . import select
+
+        return getattr(select, name)
+    if name == "choose_solver":
+        from .solvers import choose_solver
+
+        return choose_solver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["FastConfig", "FastSolver", "SparseTargets", "as_sparse_targets"]

@@ -158,7 +158,7 @@ class TorchSolver:
         (iterations: ``TorchConfig.max_iter``; parallelism: the device)."""
         import torch
 
-        from .fast import as_sparse_targets
+        from .design import as_sparse_targets
 
         alphas = np.asarray(alphas, dtype=np.float64)
         if alphas.ndim != 1 or alphas.size == 0 or np.any(np.diff(alphas) > 0):

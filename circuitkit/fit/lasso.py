@@ -25,7 +25,11 @@ Choosing ``alpha``. Give ``alpha`` for one fit, or leave it ``None`` to fit a ge
   ``n log(RSS/n) + df (log(n) + 2 * ebic_gamma * log(p))`` (p = candidate predictors of that target), which
   keeps false edges rare when there are many candidate sources;
 * ``"bic"``: the same without the ``log(p)`` term;
-* ``"n_edges"``: the alpha whose circuit has the number of edges closest to ``n_edges``.
+* ``"n_edges"``: the alpha whose circuit has the number of edges closest to ``n_edges``;
+* ``"min_edges"``: the sparsest alpha whose circuit has at least ``n_edges`` edges (the last grid point if
+  none has that many) -- e.g. "the top 400 features that predict ``y``".
+
+The rule lives in :mod:`circuitkit.fit.select` and is the same for every solver.
 
 The whole path is kept in ``circuit_.path`` so a sparser or denser graph is read without refitting.
 """
@@ -45,45 +49,21 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
-from .._compat import nnsight_save_unmounted
 from ..activations import Activations, check_finite
 from ..circuit import Circuit, error_node, feature_node
-from ..sae import Features
+from ..features import Features
 from ..sites import COMPONENT_KINDS, parse_site
-from .fast import pick_rows
-from .solvers import PathResult, get_solver
+from . import select
+from .design import Layout, SparseTargets, column_stats, ymax
+from .solvers import PathResult, choose_solver, get_solver
 
 logger = logging.getLogger(__name__)
 
-SELECTIONS = ("bic", "ebic", "n_edges")
+SELECTIONS = ("bic", "ebic", "n_edges", "min_edges")
+TARGETS = ("all", "y")
 EDGE_SCORES = ("fro", "maxabs")
 PREDECESSORS = ("auto", "all", "adjacent")
 Y_KINDS = ("auto", "linear", "logistic")
-
-
-@dataclass
-class _Layout:
-    """Columns of the design, grouped into nodes."""
-
-    nodes: pd.DataFrame            # node table (circuit node order)
-    col_node: np.ndarray           # node position of each column
-    node_cols: list[np.ndarray]    # columns of each node
-    node_rank: list[tuple]         # computation-order rank of each node
-    node_site: list[str]
-    is_target: np.ndarray          # may this node be a target?
-    kind: str                      # "component" | "feature"
-
-
-def _std(X) -> tuple[np.ndarray, np.ndarray]:
-    if sp.issparse(X):
-        X = sp.csc_matrix(X)
-        mean = np.asarray(X.mean(axis=0)).ravel()
-        sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
-        var = np.maximum(sq - mean**2, 0.0)
-    else:
-        mean = X.mean(axis=0)
-        var = X.var(axis=0)
-    return mean.astype(np.float64), np.sqrt(var).astype(np.float64)
 
 
 class CircuitLasso(BaseEstimator):
@@ -94,7 +74,7 @@ class CircuitLasso(BaseEstimator):
     alpha: regularisation strength for a single fit; ``None`` fits a path and selects by ``selection``.
     alphas: an explicit descending grid (overrides ``n_alphas``/``alpha_min_ratio``).
     n_alphas, alpha_min_ratio: the automatic grid.
-    selection: ``"ebic"`` (default), ``"bic"`` or ``"n_edges"`` (then give ``n_edges``). RSS in (E)BIC is
+    selection: ``"ebic"`` (default), ``"bic"``, ``"n_edges"`` or ``"min_edges"`` (then give ``n_edges``). RSS in (E)BIC is
         the residual of an OLS refit on each Lasso support (relaxed Lasso), so shrinkage does not bias the
         choice towards small alphas.
     edge_score: ``"fro"`` or ``"maxabs"`` for block nodes.
@@ -107,6 +87,10 @@ class CircuitLasso(BaseEstimator):
     min_target_freq: skip feature targets active in fewer than this fraction of rows (reported in
         ``skipped_targets_``).
     y_kind: ``"auto"``, ``"linear"`` (L1 least squares) or ``"logistic"`` (L1 logistic) for ``fit(data, y)``.
+    targets: ``"all"`` (default: every site's nodes and ``y``) or ``"y"`` (only the prediction target: a
+        ranking of the nodes that predict ``y``; needs ``fit(data, y)``).
+    exclude: node names left out of the fit (neither sources nor targets; coefficient 0), e.g. features
+        already removed in an earlier round.
     solver: ``"auto"`` (default) or a registered solver name (:func:`circuitkit.fit.solvers.available_solvers`):
         ``"celer"`` (reference, per-target celer path), ``"fast"`` (sparse covariance coordinate descent with
         screening, for SAE features), ``"torch"`` (batched proximal gradient, for GPUs). ``"auto"`` picks
@@ -124,8 +108,13 @@ class CircuitLasso(BaseEstimator):
     Fitted attributes
     -----------------
     circuit_: the :class:`~circuitkit.circuit.Circuit` at ``alpha_`` (with the full path).
-    alphas_: the grid. alpha_: the chosen alpha (with per-target BIC/EBIC selection: the median alpha chosen
-        by the targets that kept at least one edge; each column's choice is in ``target_alpha_``).
+    alphas_: the grid.
+    target_alpha_: ``[n_columns]`` the alpha at which each target column's coefficients were read (NaN for
+        columns not fitted as targets).
+    alpha_: one number summarising the regularisation of ``circuit_``: the median of ``target_alpha_`` over the
+        targets that kept at least one edge (over all fitted targets if none did; the selected grid alpha when
+        no site column is a target, e.g. ``targets="y"``). With a fixed ``alpha`` or a global selection
+        (``"n_edges"``, ``"min_edges"``) every target shares one alpha, so ``alpha_`` is that alpha.
     n_edges_path_: number of node edges at each grid point.
     coef_: CSR ``[n_columns, n_columns]`` coefficients at ``alpha_`` (rows targets, columns sources).
     columns_: DataFrame describing each column (node, site).
@@ -150,6 +139,8 @@ class CircuitLasso(BaseEstimator):
         include_errors: bool = True,
         min_target_freq: float = 0.0,
         y_kind: Literal["auto", "linear", "logistic"] = "auto",
+        targets: Literal["all", "y"] = "all",
+        exclude: Sequence[str] | None = None,
         solver: str = "auto",
         backend: Literal["local", "dask"] = "local",
         rows_per_edge: int = 10,
@@ -172,6 +163,8 @@ class CircuitLasso(BaseEstimator):
         self.include_errors = include_errors
         self.min_target_freq = min_target_freq
         self.y_kind = y_kind
+        self.targets = targets
+        self.exclude = exclude
         self.solver = solver
         self.backend = backend
         self.rows_per_edge = rows_per_edge
@@ -195,8 +188,13 @@ class CircuitLasso(BaseEstimator):
             raise ValueError(f"alpha_min_ratio must be in (0, 1), got {self.alpha_min_ratio!r}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"unknown selection {self.selection!r}; valid: {SELECTIONS}")
-        if self.selection == "n_edges" and (self.n_edges is None or self.n_edges < 0):
-            raise ValueError(f"selection='n_edges' needs n_edges >= 0, got {self.n_edges!r}")
+        if self.selection in select.GLOBAL and (self.n_edges is None or self.n_edges < 0):
+            raise ValueError(f"selection={self.selection!r} needs n_edges >= 0, got {self.n_edges!r}")
+        if self.targets not in TARGETS:
+            raise ValueError(f"unknown targets {self.targets!r}; valid: {TARGETS}")
+        if self.exclude is not None and (isinstance(self.exclude, str)
+                                         or not all(isinstance(n, str) for n in self.exclude)):
+            raise TypeError(f"exclude must be a list of node names (e.g. ['L1.resid_post/f12']), got {self.exclude!r}")
         if self.edge_score not in EDGE_SCORES:
             raise ValueError(f"unknown edge_score {self.edge_score!r}; valid: {EDGE_SCORES}")
         if self.predecessors not in PREDECESSORS:
@@ -213,7 +211,7 @@ class CircuitLasso(BaseEstimator):
             get_solver(self.solver)
 
     # -- design ----------------------------------------------------------------------------------------
-    def _layout_components(self, acts: Activations, *, has_y: bool = False) -> tuple[_Layout, Any]:
+    def _layout_components(self, acts: Activations, *, has_y: bool = False) -> tuple[Layout, Any]:
         if self.sites is not None:
             sites = [s for s in acts.sites if s in set(self.sites)]
             missing = set(self.sites) - set(acts.sites)
@@ -235,11 +233,11 @@ class CircuitLasso(BaseEstimator):
             col_node.append(np.full(a.shape[1], i))
             start += a.shape[1]
         nodes = pd.DataFrame({"node": sites, "site": sites, "kind": "site", "feature": -1, "label": ""})
-        layout = _Layout(nodes, np.concatenate(col_node), node_cols, [parse_site(s).rank for s in sites], sites,
+        layout = Layout(nodes, np.concatenate(col_node), node_cols, [parse_site(s).rank for s in sites], sites,
                          np.array([parse_site(s).kind != "embed" for s in sites]), "component")
         return layout, np.hstack(blocks)
 
-    def _layout_features(self, feats: Features, *, has_y: bool = False) -> tuple[_Layout, Any]:
+    def _layout_features(self, feats: Features, *, has_y: bool = False) -> tuple[Layout, Any]:
         sites = feats.sites
         if self.sites is not None:
             missing = set(self.sites) - set(sites)
@@ -277,11 +275,11 @@ class CircuitLasso(BaseEstimator):
             col_node[cols] = i
         nodes = pd.DataFrame({"node": names, "site": node_site, "kind": kinds, "feature": featidx, "label": ""})
         ranks = [parse_site(s).rank for s in node_site]
-        layout = _Layout(nodes, col_node, node_cols, ranks, node_site, np.array([k == "feature" for k in kinds]),
+        layout = Layout(nodes, col_node, node_cols, ranks, node_site, np.array([k == "feature" for k in kinds]),
                          "feature")
         return layout, sp.hstack(blocks, format="csc")
 
-    def _sources_for(self, layout: _Layout, target_rank: tuple) -> np.ndarray:
+    def _sources_for(self, layout: Layout, target_rank: tuple) -> np.ndarray:
         ranks = sorted({r for r in layout.node_rank if r < target_rank})
         if not ranks:
             return np.array([], dtype=np.int64)
@@ -307,11 +305,21 @@ class CircuitLasso(BaseEstimator):
             raise ValueError(f"fit expects Activations or Features, got {type(X).__name__}")
         if n_rows < 2:
             raise ValueError(f"need at least 2 rows (samples) to fit, got {n_rows}")
-        mean, std = _std(design)
+        mean, std = column_stats(design)
         scale_ref = np.zeros_like(std)
         for cols in layout.node_cols:  # a column is constant if tiny relative to its node's largest column
             scale_ref[cols] = std[cols].max() if len(cols) else 0.0
         alive = std > np.maximum(1e-7 * scale_ref, 1e-12)
+        if self.exclude:
+            index = {n: i for i, n in enumerate(layout.nodes["node"])}
+            unknown = [n for n in self.exclude if n not in index]
+            if unknown:
+                raise ValueError(f"exclude names nodes this fit does not have: {unknown[:5]}; nodes look like "
+                                 f"{layout.nodes['node'].iloc[:3].tolist()}")
+            for n in self.exclude:  # excluded nodes are neither sources nor targets (coefficient 0)
+                alive[layout.node_cols[index[n]]] = False
+        if self.targets == "y" and y is None:
+            raise ValueError("targets='y' fits only the prediction target: pass y to fit(X, y)")
         if layout.kind == "feature" and self.min_target_freq > 0:
             nnz_frac = np.asarray((design != 0).sum(axis=0)).ravel() / n_rows
         else:
@@ -321,7 +329,7 @@ class CircuitLasso(BaseEstimator):
         groups: dict[tuple, list[int]] = {}
         skipped: dict[str, str] = {}
         for i, cols in enumerate(layout.node_cols):
-            if not layout.is_target[i]:
+            if not layout.is_target[i] or self.targets == "y":
                 continue
             live = cols[alive[cols]]
             name = layout.nodes["node"].iat[i]
@@ -352,8 +360,6 @@ class CircuitLasso(BaseEstimator):
 
         solver_name = self.solver
         if solver_name == "auto":
-            from .fast import choose_solver
-
             solver_name = choose_solver(Xs, max((len(t) for t, _ in problems), default=1))
         if self.backend == "dask":
             from .distributed import DaskSolver
@@ -385,7 +391,7 @@ class CircuitLasso(BaseEstimator):
                         "skipped by the solver (constant or active in too few rows)")
             if per_target:
                 k_sel = self._select_per_target(Xp, off, Yp, res, n_rows)
-                sel = pick_rows(res.coefs, k_sel).tocoo()
+                sel = select.pick_rows(res.coefs, k_sel).tocoo()
                 chosen_parts.append(sp.coo_matrix((sel.data, (tcols[sel.row], scols[sel.col])),
                                                   shape=(n_cols, n_cols)))
                 target_alpha[tcols] = alphas[k_sel]
@@ -414,23 +420,31 @@ class CircuitLasso(BaseEstimator):
         if fixed:
             k_best = 0
         elif self.selection == "n_edges":
-            k_best = int(np.argmin(np.abs(n_edges_path - self.n_edges)))
+            k_best = select.closest_count(n_edges_path, self.n_edges)
+        elif self.selection == "min_edges":
+            k_best = select.min_count(n_edges_path, self.n_edges)
         else:
             k_best = None
         self.alphas_ = np.asarray(alphas)
         self.n_edges_path_ = n_edges_path
         if k_best is not None:
-            self.alpha_ = float(alphas[k_best])
+            for tcols, _ in problems:
+                target_alpha[tcols] = alphas[k_best]
             self.coef_ = coefs[k_best]
             self.y_coef_ = None if y_coefs is None else y_coefs[k_best]
             edges = path[path["alpha"] == float(alphas[k_best])].drop(columns="alpha")
         else:
             self.coef_ = sp.csr_matrix(sum(chosen_parts)) if chosen_parts else sp.csr_matrix((n_cols, n_cols))
             self.y_coef_ = y_sel
-            has_edges = np.asarray(self.coef_.getnnz(axis=1) > 0)
-            live_alpha = target_alpha[np.isfinite(target_alpha) & has_edges]
-            self.alpha_ = float(np.median(live_alpha)) if live_alpha.size else float(alphas[-1])
             edges = self._node_edges(layout, self.coef_, y_nodes, y_sel)
+        # alpha_: one meaning whatever the selection (class docstring)
+        has_edges = np.asarray(self.coef_.getnnz(axis=1) > 0)
+        fitted = np.isfinite(target_alpha)
+        vals = target_alpha[fitted & has_edges] if (fitted & has_edges).any() else target_alpha[fitted]
+        if vals.size:
+            self.alpha_ = float(np.median(vals))
+        else:
+            self.alpha_ = float(alphas[k_best if k_best is not None else -1])
         self.target_alpha_ = target_alpha
         self.columns_ = pd.DataFrame({"node": nodes["node"].to_numpy()[layout.col_node],
                                       "site": np.asarray(layout.node_site)[layout.col_node], "alive": alive})
@@ -462,42 +476,16 @@ class CircuitLasso(BaseEstimator):
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _select_per_target(self, Xp, offset, Yp, res: PathResult, n_rows: int) -> np.ndarray:
-        """Per-target (E)BIC on *relaxed* residuals: the RSS of an OLS refit on each Lasso support, so the
-        Lasso's shrinkage does not make every smaller alpha look better. Supports larger than
-        ``active_rows / rows_per_edge`` are not eligible. Returns the chosen grid index per target (ties
-        go to the sparser model)."""
-        from .fast import SparseTargets, select_per_target
-
+        """Per-target (E)BIC on *relaxed* residuals (:mod:`circuitkit.fit.select`), with supports larger
+        than ``active_rows / rows_per_edge`` not eligible. Returns the chosen grid index per target."""
         n_t = Yp.shape[1]
-        if isinstance(Yp, SparseTargets):
-            active = np.diff(Yp.raw.indptr)
-        else:
-            active = np.full(n_t, n_rows)
+        active = np.diff(Yp.raw.indptr) if isinstance(Yp, SparseTargets) else np.full(n_t, n_rows)
         max_df = np.maximum(active // self.rows_per_edge, 1)
         if "relaxed_rss" in res.info:
-            return select_per_target(res, n_rows=n_rows, n_features=Xp.shape[1], selection=self.selection,
-                                     ebic_gamma=self.ebic_gamma, max_df=max_df)
-        n_alpha = len(res.alphas)
-        logn = math.log(n_rows)
-        pen = logn + (2 * self.ebic_gamma * math.log(max(Xp.shape[1], 2)) if self.selection == "ebic" else 0.0)
-        chosen = np.zeros(n_t, dtype=np.int64)
-        rows_by_alpha = [c.tolil().rows for c in res.coefs]
-        for j in range(n_t):
-            y = Yp[:, j]
-            tss = float(y @ y)
-            best, best_k, seen = np.inf, 0, {}
-            for k in range(n_alpha):
-                support = tuple(rows_by_alpha[k][j])
-                if k > 0 and len(support) > max_df[j]:
-                    continue
-                if support not in seen:
-                    seen[support] = _relaxed_rss(Xp, offset, y, list(support), tss)
-                rss = seen[support]
-                crit = n_rows * math.log(max(rss / n_rows, 1e-12)) + len(support) * pen
-                if crit < best - 1e-9:
-                    best, best_k = crit, k
-            chosen[j] = best_k
-        return chosen
+            return select.select_per_target(res, n_rows=n_rows, n_features=Xp.shape[1], selection=self.selection,
+                                            ebic_gamma=self.ebic_gamma, max_df=max_df)
+        return select.select_sequential(Xp, offset, Yp, res, n_rows=n_rows, selection=self.selection,
+                                        ebic_gamma=self.ebic_gamma, max_df=max_df)
 
     def _standardise(self, design, mean, std, alive):
         scale = np.where(alive, std, 1.0) if self.standardize else np.ones_like(std)
@@ -509,11 +497,9 @@ class CircuitLasso(BaseEstimator):
         return Xs, None
 
     def _target_block(self, design, tcols, mean, std):
-        """Standardised targets: dense for a dense design; a :class:`~circuitkit.fit.fast.SparseTargets`
+        """Standardised targets: dense for a dense design; a :class:`~circuitkit.fit.design.SparseTargets`
         (never densified as a whole block) for a sparse SAE design."""
         if sp.issparse(design):
-            from .fast import SparseTargets
-
             return SparseTargets.from_design(design, tcols, mean, std if self.standardize else None)
         Y = design[:, tcols]
         Y = Y.toarray() if sp.issparse(Y) else np.asarray(Y)
@@ -544,7 +530,7 @@ class CircuitLasso(BaseEstimator):
             amax = 1.0
         return amax * np.geomspace(1.0, self.alpha_min_ratio, self.n_alphas)
 
-    def _node_edges(self, layout: _Layout, coef: sp.csr_matrix, y_nodes, y_coef) -> pd.DataFrame:
+    def _node_edges(self, layout: Layout, coef: sp.csr_matrix, y_nodes, y_coef) -> pd.DataFrame:
         names = layout.nodes["node"].to_numpy()
         c = coef.tocoo()
         frames = []
@@ -597,7 +583,7 @@ class CircuitLasso(BaseEstimator):
             Yf = Y.astype(np.float64)
             if not np.all(np.isfinite(Yf)):
                 raise ValueError("y holds NaN or inf")
-            return {"kind": "linear", "names": names, "Y": Yf, "alpha_max": lambda Xs, off: _ymax(Xs, off, Yf)}
+            return {"kind": "linear", "names": names, "Y": Yf, "alpha_max": lambda Xs, off: ymax(Xs, off, Yf)}
         if Y.shape[1] != 1:
             raise ValueError("logistic prediction targets must be a single label column")
         classes = np.unique(Y[:, 0])
@@ -610,7 +596,8 @@ class CircuitLasso(BaseEstimator):
             Ys = [np.where(Y[:, 0] == c, 1.0, -1.0) for c in classes]
             ynames = [f"{names[0]}={c}" for c in classes]
         return {"kind": "logistic", "names": ynames, "Ys": Ys, "classes": classes,
-                "alpha_max": lambda Xs, off: max(_ymax(Xs, off, (yy[:, None] + 1) / 2) for yy in Ys)}
+                "alpha_max": lambda Xs, off: max(ymax(Xs, off, (yy[:, None] + 1) / 2, standardize=False)
+                                                     for yy in Ys)}
 
     def _fit_y(self, Xs, offset, alive, y_info, alphas, n_rows, per_target, solver_name):
         """Fit the prediction target(s) on every live column; returns names, path coefs, selected coefs."""
@@ -634,79 +621,27 @@ class CircuitLasso(BaseEstimator):
             sel = None
             if per_target:
                 k_sel = self._select_per_target(Xp, off, Y, res, n_rows)
-                sel = lift(sp.vstack([res.coefs[k_sel[j]].getrow(j) for j in range(Y.shape[1])]), Y.shape[1])
+                sel = lift(select.pick_rows(res.coefs, k_sel), Y.shape[1])
             return y_info["names"], out, sel
         ys = y_info["Ys"]
-        paths = [logistic_path(Xp, yy, alphas, offset=off, tol=self.tol) for yy in ys]
-        for k in range(len(alphas)):
-            out.append(lift(np.vstack([p[0][k] for p in paths]), len(ys)))
+        res = get_solver("logistic").path(Xp, np.column_stack(ys), alphas, offset=off, tol=self.tol)
+        out = [lift(res.coefs[k], len(ys)) for k in range(len(alphas))]
         sel = None
-        if per_target:
-            logn = math.log(n_rows)
-            rows = []
-            for (coefs, devs) in paths:
-                crit = [d + np.count_nonzero(w) * logn for w, d in zip(coefs, devs)]
-                rows.append(coefs[int(np.argmin(crit))])
-            sel = lift(np.vstack(rows), len(ys))
+        if per_target:  # BIC on the deviance (logistic targets have no relaxed residual)
+            dev = res.info["deviance"]                                   # [n_alphas, n_targets]
+            df = np.vstack([np.diff(c.indptr) for c in res.coefs])
+            crit = dev + df * math.log(n_rows)
+            k_sel = np.argmin(crit, axis=0)
+            sel = lift(select.pick_rows(res.coefs, k_sel), len(ys))
         return y_info["names"], out, sel
 
 
-def _relaxed_rss(Xp, offset, y: np.ndarray, support: list[int], tss: float) -> float:
-    """RSS of the least-squares refit of ``y`` (centred) on the ``support`` columns of the centred design.
+def __getattr__(name: str) -> Any:
+    # old import paths (one release)
+    if name == "logistic_path":
+        from .logistic import logistic_path
 
-    Uses the normal equations on the support: ``RSS = y'y - b' G^+ b`` with ``G = A'A`` and ``b = A'y``;
-    for sparse columns the centring enters as ``G = X_S'X_S - n o o'`` and ``b = X_S'y`` (``sum(y) = 0``)."""
-    if not support:
-        return tss
-    n = Xp.shape[0]
-    if len(support) >= n - 1:
-        return 0.0
-    A = Xp[:, support]
-    if sp.issparse(A):
-        G = (A.T @ A).toarray()
-        b = np.asarray(A.T @ y).ravel()
-        if offset is not None:
-            o = offset[support]
-            G = G - n * np.outer(o, o)
-    else:
-        A = np.asarray(A)
-        G = A.T @ A
-        b = A.T @ y
-    coef = np.linalg.lstsq(G, b, rcond=None)[0]
-    return float(max(tss - b @ coef, 0.0))
-
-
-def _ymax(Xs, offset, Y) -> float:
-    Yc = Y - Y.mean(0)
-    sd = Yc.std(0)
-    Yc = Yc / np.where(sd > 0, sd, 1.0)
-    corr = Xs.T @ Yc
-    if offset is not None:
-        corr = corr - np.outer(offset, Yc.sum(axis=0))
-    return float(np.abs(np.asarray(corr)).max()) / Xs.shape[0]
-
-
-def logistic_path(X, y: np.ndarray, alphas: np.ndarray, *, offset: np.ndarray | None = None,
-                  tol: float = 1e-6) -> tuple[list[np.ndarray], list[float]]:
-    """L1 logistic regression with intercept along ``alphas`` (warm-started).
-
-    Objective: ``mean_i log(1 + exp(-y_i (x_i w + b))) + alpha ||w||_1`` with ``y`` in {-1, +1}, solved by
-    skglm's ``SparseLogisticRegression`` (prox-Newton; celer's logistic solver has no intercept). An
-    ``offset`` (centring of sparse columns) only shifts the intercept, ``(x - o) w + b = x w + (b - o w)``,
-    so the fit uses ``X`` as is. Returns the coefficient vectors and deviances ``2 * sum(log-loss)``.
-    """
-    from skglm import SparseLogisticRegression
-
-    coefs, devs = [], []
-    clf = SparseLogisticRegression(alpha=float(alphas[0]), fit_intercept=True, tol=tol, max_iter=50,
-                                   warm_start=True)
-    labels = np.where(y > 0, 1, 0)
-    for a in alphas:
-        clf.alpha = float(a)
-        with nnsight_save_unmounted():  # skglm compiles numba jitclasses, which nnsight's mount breaks
-            clf.fit(X, labels)
-        w = np.asarray(clf.coef_).ravel().copy()
-        margin = y * (np.asarray(X @ w).ravel() + float(np.ravel(clf.intercept_)[0]))
-        devs.append(float(2 * np.logaddexp(0.0, -margin).sum()))
-        coefs.append(w)
-    return coefs, devs
+        return logistic_path
+    if name == "_relaxed_rss":
+        return select.relaxed_rss
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -418,27 +418,26 @@ def rank_features(
     solver: str = "fast",
     tol: float = 1e-6,
 ) -> FeatureRanking:
-    """CircuitLasso's prediction-target fit: an L1 model of ``y`` on standardised codes.
-
-    ``loss``: ``"logistic"`` (L1 logistic regression of a binary label; skglm), ``"squared"`` (the Lasso of a
-    continuous target such as the classifier's logit; celer, ``y`` centred), or ``"auto"``: logistic when
-    ``y`` holds exactly two values, squared when it holds more. ``exclude``: feature indices left out of the
-    fit (coefficient 0), e.g. features already removed in an earlier round. ``solver``: the Lasso solver of the
-    squared loss (``"fast"``, the Gram-based coordinate descent of :mod:`circuitkit.fit.fast`, or ``"celer"``).
+    """CircuitLasso's prediction-target fit, as a ranking: ``CircuitLasso(targets="y", ...).fit(features, y)``.
 
     ``codes``: ``[n_prompts, d_sae]`` (dense or sparse; per-prompt pooled SAE codes of ``site``), a dict
-    ``{layer or site: [n_prompts, d_sae]}`` of several sites (one joint fit over their concatenated
-    features; layer ``-1`` is ``L0.resid_pre``, ``l`` is ``L{l}.resid_post``), or
-    :class:`~circuitkit.sae.Features` (rows pooled per prompt by their mean, every site). Each column is
-    scaled to unit variance (never-active columns get coefficient 0), so ``|A|`` compares features. The path
-    runs from ``alpha_max`` (empty model) down ``n_alphas`` geometric steps to ``alpha_max * alpha_min_ratio``
-    (warm starts, skglm prox-Newton: :func:`circuitkit.fit.lasso.logistic_path`, the solver
-    ``CircuitLasso.fit(features, y)`` uses) and one point is kept: ``alpha`` if given; else the sparsest
-    point with at least ``max_features`` nonzeros if given (the last point if none has that many); else the
-    BIC minimiser (deviance + df log n), as CircuitLasso selects. Returns a :class:`FeatureRanking`:
-    importance ``|A|``, per-prompt scores ``|A| * |z|`` (standardised ``z``), and the wall time.
+    ``{site: [n_prompts, d_sae]}`` of several sites (one joint fit over their concatenated features), or
+    :class:`~circuitkit.features.Features` (rows pooled per prompt by their mean, every site). The codes
+    become a :class:`~circuitkit.features.Features` (``Features.from_csr``) and the estimator does the rest:
+    each column scaled to unit variance (never-active columns get coefficient 0, so ``|A|`` compares
+    features); a geometric path of ``n_alphas`` points from ``alpha_max`` down to ``alpha_max *
+    alpha_min_ratio``; ``loss`` ``"logistic"`` (an L1 logistic regression of a two-class label, skglm),
+    ``"squared"`` (the Lasso of a continuous target such as the classifier's logit; ``solver``: ``"fast"`` or
+    ``"celer"``) or ``"auto"`` (logistic for two values, squared otherwise); and the choice of one point:
+    ``alpha`` if given; else ``selection="min_edges"`` with ``n_edges=max_features`` (the sparsest point with
+    at least that many features) if given; else per-target BIC. ``exclude``: feature indices (of the
+    concatenated sites) left out of the fit, e.g. features removed in an earlier round.
+
+    Returns a :class:`FeatureRanking`: importance ``|A|``, signed weights ``A``, per-prompt scores
+    ``|A| * |z|`` (standardised ``z``), the path's entry point of each feature, and the wall time.
     """
-    from ...fit.lasso import logistic_path
+    from ...features import Features
+    from ...fit.lasso import CircuitLasso
 
     t0 = time.perf_counter()
     X, sites, widths = _codes_with_sites(codes, site)
@@ -460,62 +459,53 @@ def rank_features(
     if max_features is not None:
         _check_pos_int("max_features", max_features)
     n, d = X.shape
-    mean = np.asarray(X.mean(axis=0)).ravel()
-    var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
-    sd = np.sqrt(np.maximum(var, 0.0))
-    ok = sd > 1e-10
+    offsets = np.concatenate([[0], np.cumsum(widths)])
+    names = [f"{s}/f{p}" for s, w in zip(sites, widths) for p in range(w)]
+    excluded: list[str] = []
     if exclude is not None:
         ex = np.asarray(list(exclude), dtype=np.int64)
         if ex.size and (ex.min() < 0 or ex.max() >= d):
             raise ValueError(f"exclude holds feature indices out of range; valid: 0..{d - 1}")
-        ok[ex] = False
-    alive = np.flatnonzero(ok)
-    if alive.size == 0:
+        excluded = [names[i] for i in np.unique(ex)]
+    sd = np.sqrt(np.maximum(np.asarray(X.multiply(X).mean(axis=0)).ravel()
+                            - np.asarray(X.mean(axis=0)).ravel() ** 2, 0.0))
+    if not np.any((sd > 1e-10) & ~np.isin(np.arange(d), np.asarray(list(exclude or []), dtype=np.int64))):
         raise ValueError("no SAE feature varies across the prompts; nothing to rank")
-    Xs = sp.csc_matrix(X[:, alive] @ sp.diags(1.0 / sd[alive]))
-    if loss == "logistic":
-        ys = np.where(yv == classes[1], 1.0, -1.0)
-        t = (ys + 1) / 2
-    else:
-        ys = yv.astype(np.float64) - float(yv.mean())
-        t = ys
-    offset = mean[alive] / sd[alive]
-    if alpha is not None:
-        alphas = np.array([float(alpha)])
-    else:
-        grad = np.abs(Xs.T @ (t - t.mean())) / n  # centring t makes the column offsets irrelevant
-        amax = float(grad.max()) if grad.size else 1.0
-        alphas = amax * np.geomspace(1.0, alpha_min_ratio, n_alphas)
-    if loss == "logistic":
-        coefs, devs = logistic_path(Xs, ys, alphas, tol=tol)
-    else:
-        from ...fit.solvers import get_solver
-
-        res = get_solver(solver).path(Xs, ys[:, None], alphas, offset=offset, tol=tol)
-        coefs = [np.asarray(c.toarray()).ravel() for c in res.coefs]
-        devs = list(n * np.log(np.maximum(res.rss[:, 0], 1e-300) / n))  # Gaussian deviance up to a constant
-    nnz = np.array([np.count_nonzero(c) for c in coefs])
-    if alpha is not None:
-        k = 0
-    elif max_features is not None:
-        ok = np.flatnonzero(nnz >= max_features)
-        k = int(ok[0]) if ok.size else len(alphas) - 1
-    else:
-        k = int(np.argmin(np.asarray(devs) + nnz * np.log(n)))
+    feats = Features.from_csr({s: X[:, offsets[i]:offsets[i + 1]] for i, s in enumerate(sites)})
+    # CircuitLasso fits a least-squares target standardised (y / sd): the Lasso of y at alpha is the Lasso of
+    # y / sd at alpha / sd with coefficients / sd, so the weights are rescaled to y's units below
+    y_sd = float(yv.astype(np.float64).std()) if loss == "squared" else 1.0
+    y_sd = y_sd if y_sd > 0 else 1.0
+    est = CircuitLasso(
+        targets="y", alpha=None if alpha is None else float(alpha) / y_sd, n_alphas=n_alphas, alpha_min_ratio=alpha_min_ratio,
+        selection="min_edges" if (alpha is None and max_features is not None) else "bic",
+        n_edges=max_features, y_kind="logistic" if loss == "logistic" else "linear",
+        exclude=excluded or None, solver=solver, include_errors=False, tol=tol, progress=False,
+    )
+    est.fit(feats, yv if loss == "logistic" else yv.astype(np.float64))
+    col_of = {nm: i for i, nm in enumerate(names)}
     w = np.zeros(d)
-    w[alive] = coefs[k]
-    # first alpha at which each feature enters the path
+    coef = est.y_coef_.tocoo() if est.y_coef_ is not None else None
+    if coef is not None and coef.nnz:
+        w[coef.col] = coef.data * y_sd  # y_coef_ columns are design columns: the codes as given
+    path = est.circuit_.path
+    into_y = path[path["target"] == "y"]
+    alphas = est.alphas_
     entry = np.full(d, np.inf)
-    for j in range(len(alphas) - 1, -1, -1):
-        entry[alive[np.flatnonzero(coefs[j])]] = j
+    if len(into_y):
+        k_of = {float(a): k for k, a in enumerate(alphas)}
+        first = into_y.groupby("source")["alpha"].max()
+        for src, a in first.items():
+            entry[col_of[src]] = k_of[float(a)]
+    nnz_path = [int((into_y["alpha"] == float(a)).sum()) for a in alphas]
     importance = np.abs(w)
     scores = sp.csr_matrix(X.multiply(1.0 / np.where(sd > 0, sd, 1.0)).multiply(importance[None, :]))
     seconds = time.perf_counter() - t0
     return FeatureRanking("circuitlasso", sites, importance, w, scores, seconds,
-                          {"alpha": float(alphas[k]), "alphas": alphas.tolist(), "n_nonzero": int(nnz[k]),
-                           "path_nnz": nnz.tolist(), "entry_index": entry, "loss": loss,
+                          {"alpha": float(est.alpha_), "alphas": alphas.tolist(), "n_nonzero": int(np.count_nonzero(w)),
+                           "path_nnz": nnz_path, "entry_index": entry, "loss": loss,
                            "classes": classes.tolist() if loss == "logistic" else None,
-                           "timed": f"L1 {loss} path on pooled codes"}, widths)
+                           "timed": f"L1 {loss} path on pooled codes (CircuitLasso, targets='y')"}, widths)
 
 
 def shift_ranking(
