@@ -190,8 +190,8 @@ def auroc_exercised(entry: sp.csr_matrix, truth: sp.csr_matrix, exercised: sp.cs
 
 def standardise(Zs: sp.csc_matrix, Zt: sp.csc_matrix):
     """The estimator's preprocessing: live source columns scaled to unit variance with their means as
-    offsets; targets as :class:`~circuitkit.fit.fast.SparseTargets`."""
-    from ..fit.fast import SparseTargets
+    offsets; targets as :class:`~circuitkit.fit.design.SparseTargets` (what the solvers receive)."""
+    from ..fit.design import SparseTargets
 
     mean = np.asarray(Zs.mean(0)).ravel()
     sd = np.sqrt(np.maximum(np.asarray(Zs.multiply(Zs).mean(0)).ravel() - mean**2, 0))
@@ -309,55 +309,66 @@ class PeakRSS:
 
 def fit_fast(Zs, Zt, *, n_alphas: int = 16, alpha_min_ratio: float = 1e-2, tol: float = 1e-6, n_jobs: int = 2,
              ebic_gamma: float = 0.5) -> dict:
-    """The fast path for one layer pair; returns the timing, the grid and the path/selected matrices
-    (``[targets, sources]`` in the original feature indices)."""
-    from ..fit.fast import FastSolver, pick_rows, select_per_target
+    """CircuitLasso on one layer pair (``Features.from_csr``: sources ``L0.resid_post``, targets
+    ``L1.resid_post``; the fast solver, per-target eBIC, no error nodes); returns the timing, the grid and the
+    path/selected matrices (``[targets, sources]`` in the original feature indices) read off the fitted
+    estimator (:meth:`CircuitLasso.path_arrays`, ``coef_``). ``rows_per_edge=1``: the benchmark measures the
+    selection rule without the rare-target support cap."""
+    from ..features import Features
+    from ..fit.lasso import CircuitLasso
 
-    t0 = time.perf_counter()
-    Xs, off, live, T = standardise(Zs, Zt)
-    amax = T.alpha_max(Xs, off)
-    alphas = amax * np.geomspace(1.0, alpha_min_ratio, n_alphas)
-    t_grid = time.perf_counter()
-    res = FastSolver().path(Xs, T, alphas, offset=off, tol=tol, n_jobs=n_jobs)
-    t_path = time.perf_counter()
-    chosen = select_per_target(res, n_rows=Xs.shape[0], n_features=Xs.shape[1], selection="ebic",
-                               ebic_gamma=ebic_gamma)
-    selected = pick_rows(res.coefs, chosen)
-    t_sel = time.perf_counter()
     D = Zs.shape[1]
-    lift = sp.csr_matrix((np.ones(len(live)), (np.arange(len(live)), live)), shape=(len(live), D))
-    entry = sp.csr_matrix(res.coefs[0].shape)
-    for k in range(len(alphas) - 1, -1, -1):  # the largest alpha at which each edge is nonzero
-        nz = sp.csr_matrix(res.coefs[k] != 0, dtype=np.float64)
-        entry = entry - entry.multiply(nz) + nz * alphas[k]
-    return {"seconds": t_sel - t0, "grid_s": t_grid - t0, "path_s": t_path - t_grid, "select_s": t_sel - t_path,
-            "alphas": alphas, "result": res, "entry": sp.csr_matrix(entry @ lift),
-            "selected": sp.csr_matrix(selected @ lift), "Xs": Xs, "off": off, "T": T, "live": live}
+    feats = Features.from_csr({"L0.resid_post": sp.csr_matrix(Zs), "L1.resid_post": sp.csr_matrix(Zt)})
+    est = CircuitLasso(n_alphas=n_alphas, alpha_min_ratio=alpha_min_ratio, tol=tol, n_jobs=n_jobs,
+                       ebic_gamma=ebic_gamma, solver="fast", include_errors=False, rows_per_edge=1,
+                       progress=False)
+    t0 = time.perf_counter()
+    est.fit(feats)
+    seconds = time.perf_counter() - t0
+    pa = est.path_arrays()
+    keep = (pa["target"] >= D) & (pa["source"] < D)
+    shape = (Zt.shape[1], D)
+    entry = sp.csr_matrix((pa["entry_alpha"][keep], (pa["target"][keep] - D, pa["source"][keep])), shape=shape)
+    selected = sp.csr_matrix(est.coef_[D:, :D])
+    selected.eliminate_zeros()
+    Xs, off, live, T = standardise(Zs, Zt)
+    coefs_live = [sp.csr_matrix(c[D:, :D][:, live]) for c in est.coef_path_]  # the solver's source space
+    skipped = np.zeros(Zt.shape[1], bool)
+    for node in est.skipped_targets_["node"]:
+        tail = str(node).rsplit("/f", 1)
+        if len(tail) == 2 and tail[1].isdigit() and "L1.resid_post" in str(node):
+            skipped[int(tail[1])] = True
+    return {"seconds": seconds, "grid_s": est.timing_["design"], "path_s": est.timing_["fit"],
+            "select_s": seconds - est.timing_["design"] - est.timing_["fit"], "alphas": est.alphas_,
+            "estimator": est, "coefs": coefs_live, "skipped": skipped, "entry": entry, "selected": selected,
+            "Xs": Xs, "off": off, "T": T, "live": live}
 
 
 def naive_celer(fast: dict, *, n_targets: int, tol: float = 1e-6, seed: int = 0) -> dict:
-    """Time ``celer_path`` per target on a sample of live targets; metrics on those targets."""
-    from ..fit.solvers import CelerSolver
+    """Time ``celer_path`` per target on a sample of live targets; agreement with CircuitLasso's path."""
+    from ..fit.celer_solver import residual_ss
+    from ..fit.solvers import get_solver
 
-    res = fast["result"]
-    live_t = np.flatnonzero(~res.skipped)
+    live_t = np.flatnonzero(~fast["skipped"])
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(live_t, size=min(n_targets, len(live_t)), replace=False))
     T = fast["T"][:, sample]
     t0 = time.perf_counter()
-    ref = CelerSolver().path(fast["Xs"], T, fast["alphas"], offset=fast["off"], tol=tol, max_iter=50, n_jobs=1)
+    ref = get_solver("celer").path(fast["Xs"], T, fast["alphas"], offset=fast["off"], tol=tol, max_iter=50, n_jobs=1)
     sec = time.perf_counter() - t0
     # agreement in objective (rare targets have collinear candidate sources, so the minimiser itself need
     # not be unique; the objective value is)
     n = fast["Xs"].shape[0]
     worst = 0.0
     for k, a in enumerate(fast["alphas"]):
-        l1_f = np.asarray(abs(res.coefs[k][sample]).sum(axis=1)).ravel()
-        l1_c = np.asarray(abs(ref.coefs[k]).sum(axis=1)).ravel()
-        obj_f = res.rss[k, sample] / (2 * n) + a * l1_f
-        obj_c = ref.rss[k] / (2 * n) + a * l1_c
-        worst = max(worst, float(np.max(np.abs(obj_f - obj_c) / np.maximum(obj_c, 1e-12))))
-    diff = max(float(abs(ref.coefs[k] - res.coefs[k][sample]).max()) for k in range(len(fast["alphas"])))
+        W = fast["coefs"][k][sample]
+        for j in range(len(sample)):
+            y = T.column(j) if hasattr(T, "column") else np.asarray(T[:, j]).ravel()
+            w = np.asarray(W[j].toarray()).ravel()
+            obj_f = residual_ss(fast["Xs"], y, w, fast["off"]) / (2 * n) + a * np.abs(w).sum()
+            obj_c = ref.rss[k, j] / (2 * n) + a * float(abs(ref.coefs[k][j]).sum())
+            worst = max(worst, abs(obj_f - obj_c) / max(obj_c, 1e-12))
+    diff = max(float(abs(ref.coefs[k] - fast["coefs"][k][sample]).max()) for k in range(len(fast["alphas"])))
     return {"seconds_sample": sec, "sample": sample, "n_live": len(live_t), "ref": ref, "max_coef_diff": diff,
             "max_rel_objective_diff": worst}
 
@@ -521,9 +532,8 @@ def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, captur
         truth = sp.csr_matrix(A.T)  # [targets, sources]
         with PeakRSS() as mem:
             fast = fit_fast(Zs, Zt, n_jobs=n_jobs, alpha_min_ratio=alpha_min_ratio)
-        res = fast["result"]
         m = edge_metrics(fast["entry"], fast["selected"], truth)
-        m_tb = edge_metrics(coef_tiebreak(fast["entry"], res.coefs[-1], fast["live"]), fast["selected"], truth)
+        m_tb = edge_metrics(coef_tiebreak(fast["entry"], fast["coefs"][-1], fast["live"]), fast["selected"], truth)
         pos = np.asarray(fast["entry"][truth.nonzero()]).ravel()
         E, n_ex = exercised_rows(Zs, A)
         is_ex = n_ex >= min_parent_rows
@@ -534,9 +544,9 @@ def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, captur
                "precision": m["precision"], "precision_selected": m["precision_selected"],
                "recall_selected": m["recall_selected"], "extrapolated": False, "n_jobs": n_jobs,
                "alpha_min_ratio": alpha_min_ratio,
-               "targets_fitted": int((~res.skipped).sum()), "targets_skipped": int(res.skipped.sum()),
+               "targets_fitted": int((~fast["skipped"]).sum()), "targets_skipped": int(fast["skipped"].sum()),
                "path_s": fast["path_s"], "grid_s": fast["grid_s"], "select_s": fast["select_s"],
-               "nnz_path_end": int(res.coefs[-1].nnz), "source_l0": Zs.nnz / M, "target_l0": Zt.nnz / M,
+               "nnz_path_end": int(fast["coefs"][-1].nnz), "source_l0": Zs.nnz / M, "target_l0": Zt.nnz / M,
                "min_parent_rows": min_parent_rows, "neg_frac": neg_frac,
                "parents_excluded_frac": elig["excluded_frac"],
                "sources_excluded": elig["sources_excluded"], "sources_live": elig["sources_live"],
@@ -559,15 +569,14 @@ def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, captur
         per = nv["seconds_sample"] / len(nv["sample"])
         sel_rows = nv["sample"]
         # naive metrics on the sampled targets, with the same selection rule applied to celer's path
-        from ..fit.fast import pick_rows, select_per_target
-        from ..fit.lasso import _relaxed_rss
+        from ..fit.select import pick_rows, relaxed_rss, select_per_target
 
         ref = nv["ref"]
         rel = np.zeros_like(ref.rss)
         for j in range(len(sel_rows)):
             y = fast["T"].column(int(sel_rows[j]))
             for k in range(len(fast["alphas"])):
-                rel[k, j] = _relaxed_rss(fast["Xs"], fast["off"], y, list(ref.coefs[k][j].indices), float(y @ y))
+                rel[k, j] = relaxed_rss(fast["Xs"], fast["off"], y, list(ref.coefs[k][j].indices), float(y @ y))
         ref.info["relaxed_rss"] = rel
         ch = select_per_target(ref, n_rows=M, n_features=fast["Xs"].shape[1])
         D_ = Zs.shape[1]

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ..activations import Activations, check_finite
@@ -116,7 +117,9 @@ class CircuitLasso(BaseEstimator):
         no site column is a target, e.g. ``targets="y"``). With a fixed ``alpha`` or a global selection
         (``"n_edges"``, ``"min_edges"``) every target shares one alpha, so ``alpha_`` is that alpha.
     n_edges_path_: number of node edges at each grid point.
-    coef_: CSR ``[n_columns, n_columns]`` coefficients at ``alpha_`` (rows targets, columns sources).
+    coef_: CSR ``[n_columns, n_columns]`` coefficients of ``circuit_`` (rows targets, columns sources).
+    coef_path_: the same at every grid point (``coef_path_[k]`` at ``alphas_[k]``); :meth:`path_arrays` gives
+        the path as flat numeric arrays.
     columns_: DataFrame describing each column (node, site).
     skipped_targets_: nodes that were not fitted as targets, with the reason.
     timing_: seconds spent in each stage.
@@ -426,6 +429,7 @@ class CircuitLasso(BaseEstimator):
         else:
             k_best = None
         self.alphas_ = np.asarray(alphas)
+        self.coef_path_ = coefs
         self.n_edges_path_ = n_edges_path
         if k_best is not None:
             for tcols, _ in problems:
@@ -473,6 +477,28 @@ class CircuitLasso(BaseEstimator):
         }
         self.circuit_ = Circuit(nodes, edges, path, meta)
         return self
+
+    def path_arrays(self) -> dict[str, np.ndarray]:
+        """The regularisation path as numeric arrays, one entry per (target column, source column) pair that
+        is ever nonzero: ``target`` and ``source`` (column indices; ``columns_`` names them), ``entry_alpha``
+        (the largest grid alpha at which the coefficient is nonzero), ``entry_index`` (its grid index) and
+        ``coef`` (the coefficient in ``coef_``, 0 when the selected circuit dropped it). Site-to-site
+        coefficients only (the prediction target's are in ``y_coef_``)."""
+        check_is_fitted(self, "coef_path_")
+        entry = None
+        for k in range(len(self.alphas_) - 1, -1, -1):  # later (larger) alphas overwrite
+            nz = sp.csr_matrix(self.coef_path_[k] != 0, dtype=np.float64)
+            lvl = nz * float(k + 1)
+            entry = lvl if entry is None else entry - entry.multiply(nz) + lvl
+        if entry is None or entry.nnz == 0:
+            empty = np.empty(0)
+            return {"target": empty.astype(np.int64), "source": empty.astype(np.int64), "entry_alpha": empty,
+                    "entry_index": empty.astype(np.int64), "coef": empty}
+        e = entry.tocoo()
+        idx = e.data.astype(np.int64) - 1
+        coef = np.asarray(self.coef_[e.row, e.col]).ravel()
+        return {"target": e.row.astype(np.int64), "source": e.col.astype(np.int64),
+                "entry_alpha": self.alphas_[idx].astype(np.float64), "entry_index": idx, "coef": coef}
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _select_per_target(self, Xp, offset, Yp, res: PathResult, n_rows: int) -> np.ndarray:
