@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -122,6 +123,8 @@ class CircuitLasso(BaseEstimator):
         the path as flat numeric arrays.
     columns_: DataFrame describing each column (node, site).
     skipped_targets_: nodes that were not fitted as targets, with the reason.
+    collinear_sources_: groups of feature nodes whose standardised columns are identical (a warning names
+        them): the Lasso's choice of parent among them is arbitrary, and solvers may pick differently.
     timing_: seconds spent in each stage.
     """
 
@@ -178,21 +181,46 @@ class CircuitLasso(BaseEstimator):
 
     # ------------------------------------------------------------------------------------------------
     def _validate_params(self) -> None:
-        if self.alpha is not None and not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)
-                                           and self.alpha > 0):
-            raise ValueError(f"alpha must be a finite number > 0 (or None for a path), got {self.alpha!r}")
+        def number(name: str, v: Any, *, lo: float, hi: float | None = None, inclusive: bool = False) -> float:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{name} must be a number, got {v!r} ({type(v).__name__})")
+            f = float(v)
+            ok = math.isfinite(f) and (f >= lo if inclusive else f > lo) and (hi is None or f < hi)
+            if not ok:
+                rng = f"{'>=' if inclusive else '>'} {lo}" + (f" and < {hi}" if hi is not None else "")
+                raise ValueError(f"{name} must be a finite number {rng}, got {v!r}")
+            return f
+
+        def integer(name: str, v: Any, *, lo: int) -> int:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int >= {lo}, got {v!r} ({type(v).__name__})")
+            if v < lo:
+                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+            return int(v)
+
+        if self.alpha is not None:
+            number("alpha", self.alpha, lo=0.0)
         if self.alphas is not None:
-            a = np.asarray(self.alphas, dtype=float)
-            if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-                raise ValueError(f"alphas must be a non-empty 1-D list of finite numbers > 0, got {self.alphas!r}")
-        if not (isinstance(self.n_alphas, int) and self.n_alphas >= 1):
-            raise ValueError(f"n_alphas must be an int >= 1, got {self.n_alphas!r}")
-        if not (0 < self.alpha_min_ratio < 1):
-            raise ValueError(f"alpha_min_ratio must be in (0, 1), got {self.alpha_min_ratio!r}")
+            if isinstance(self.alphas, (str, bytes)) or not hasattr(self.alphas, "__len__"):
+                raise TypeError(f"alphas must be a list of numbers > 0, got {self.alphas!r}")
+            for v in self.alphas:
+                number("every entry of alphas", v, lo=0.0)
+            if len(self.alphas) == 0:
+                raise ValueError("alphas must be a non-empty list of numbers > 0 (or None for the automatic grid)")
+        integer("n_alphas", self.n_alphas, lo=1)
+        number("alpha_min_ratio", self.alpha_min_ratio, lo=0.0, hi=1.0)
+        if self.n_edges is not None:
+            integer("n_edges", self.n_edges, lo=0)
+        if isinstance(self.n_jobs, (bool, np.bool_)) or not isinstance(self.n_jobs, (int, np.integer)) \
+                or not (self.n_jobs >= 1 or self.n_jobs == -1):
+            raise ValueError(f"n_jobs must be a positive int or -1 (all cores), got {self.n_jobs!r}")
+        number("ebic_gamma", self.ebic_gamma, lo=0.0, inclusive=True)
+        number("tol", self.tol, lo=0.0)
+        integer("max_iter", self.max_iter, lo=1)
         if self.selection not in SELECTIONS:
-            raise ValueError(f"unknown selection {self.selection!r}; valid: {SELECTIONS}")
-        if self.selection in select.GLOBAL and (self.n_edges is None or self.n_edges < 0):
-            raise ValueError(f"selection={self.selection!r} needs n_edges >= 0, got {self.n_edges!r}")
+            raise ValueError(f"unknown selection {self.selection!r}; valid choices: {SELECTIONS}")
+        if self.selection in select.GLOBAL and self.n_edges is None:
+            raise ValueError(f"selection={self.selection!r} needs n_edges (an int >= 0), got None")
         if self.targets not in TARGETS:
             raise ValueError(f"unknown targets {self.targets!r}; valid: {TARGETS}")
         if self.exclude is not None and (isinstance(self.exclude, str)
@@ -345,6 +373,12 @@ class CircuitLasso(BaseEstimator):
             groups.setdefault((layout.node_rank[i], layout.node_site[i]), []).extend(live.tolist())
 
         y_info = self._prepare_y(y, n_rows) if y is not None else None
+        self.collinear_sources_ = _collinear_groups(layout, design, std, alive)
+        if self.collinear_sources_:
+            shown = "; ".join(" = ".join(g[:4]) + (" ..." if len(g) > 4 else "") for g in self.collinear_sources_[:5])
+            warnings.warn(f"{len(self.collinear_sources_)} group(s) of sources are exactly collinear after "
+                          f"standardisation (e.g. {shown}); which of them a Lasso picks as the parent is arbitrary "
+                          "(solvers may disagree). All groups are in collinear_sources_.", UserWarning, stacklevel=2)
         t_design = time.perf_counter()
 
         # standardised design
@@ -450,6 +484,14 @@ class CircuitLasso(BaseEstimator):
         else:
             self.alpha_ = float(alphas[k_best if k_best is not None else -1])
         self.target_alpha_ = target_alpha
+        if y_nodes and y_coefs is not None:
+            path_max = max((int(c.nnz) for c in y_coefs), default=0)
+            chosen = 0 if self.y_coef_ is None else int(self.y_coef_.nnz)
+            if chosen == 0 and path_max > 0:
+                warnings.warn(f"the selected circuit has no edge into the prediction target although its path has "
+                              f"up to {path_max}; read the path (circuit_.path, circuit_.at(alpha)) or choose the "
+                              "sparsity yourself (alpha=..., or selection='min_edges' with n_edges=...)",
+                              UserWarning, stacklevel=2)
         self.columns_ = pd.DataFrame({"node": nodes["node"].to_numpy()[layout.col_node],
                                       "site": np.asarray(layout.node_site)[layout.col_node], "alive": alive})
         self.skipped_targets_ = pd.DataFrame({"node": list(skipped), "reason": list(skipped.values())})
@@ -604,9 +646,17 @@ class CircuitLasso(BaseEstimator):
             raise ValueError(f"y has {Y.shape[0]} rows but the data have {n_rows}")
         kind = self.y_kind
         if kind == "auto":
-            kind = "logistic" if (Y.dtype.kind in "biuO" or Y.dtype == bool) else "linear"
+            kind = "logistic" if (Y.dtype.kind in "biuOUS" or Y.dtype == bool) else "linear"
         if kind == "linear":
+            if Y.dtype.kind in "USO":
+                raise TypeError(f"y_kind='linear' needs numeric y, got values like {Y.ravel()[:3].tolist()}; "
+                                "use y_kind='logistic' (or 'auto') for class labels")
             Yf = Y.astype(np.float64)
+            const = np.flatnonzero(Yf.std(0) == 0)
+            if const.size:
+                warnings.warn(f"prediction target(s) {[names[j] for j in const]} are constant "
+                              f"({Yf[0, const].tolist()}); nothing can predict them, they get no edges",
+                              UserWarning, stacklevel=3)
             if not np.all(np.isfinite(Yf)):
                 raise ValueError("y holds NaN or inf")
             return {"kind": "linear", "names": names, "Y": Yf, "alpha_max": lambda Xs, off: ymax(Xs, off, Yf)}
@@ -660,6 +710,27 @@ class CircuitLasso(BaseEstimator):
             k_sel = np.argmin(crit, axis=0)
             sel = lift(select.pick_rows(res.coefs, k_sel), len(ys))
         return y_info["names"], out, sel
+
+
+def _collinear_groups(layout: Layout, design: Any, std: np.ndarray, alive: np.ndarray) -> list[list[str]]:
+    """Groups of single-column nodes (SAE features) whose standardised columns are identical (e.g. features
+    active in the same single row); such sources are interchangeable for every Lasso."""
+    if not sp.issparse(design):
+        return []
+    X = sp.csc_matrix(design)
+    width = np.array([len(c) for c in layout.node_cols])
+    by_key: dict[bytes, list[int]] = {}
+    names = layout.nodes["node"].to_numpy()
+    for i in np.flatnonzero(width == 1):
+        j = int(layout.node_cols[i][0])
+        if not alive[j]:
+            continue
+        lo, hi = X.indptr[j], X.indptr[j + 1]
+        mean = X.data[lo:hi].sum() / X.shape[0]
+        z = np.round((X.data[lo:hi] - mean) / std[j], 9)
+        key = X.indices[lo:hi].tobytes() + b"|" + z.tobytes() + b"|" + np.round(-mean / std[j], 9).tobytes()
+        by_key.setdefault(key, []).append(i)
+    return [[str(names[i]) for i in g] for g in by_key.values() if len(g) > 1]
 
 
 def __getattr__(name: str) -> Any:
