@@ -36,6 +36,8 @@ assets: $(STAMP)
 	$(BIN)/python scripts/build_toylm.py
 	$(BIN)/python scripts/build_saes.py
 	$(BIN)/python scripts/build_saes.py --out data/saes/toylm-sparse --k 4 --steps 4000 --hooks blocks.0.hook_resid_pre
+	$(BIN)/python scripts/build_smollm2_saes.py
+	$(BIN)/python scripts/eval_smollm2_tasks.py
 
 bench: $(STAMP)
 	$(BIN)/python -m circuitkit bench ground-truth --json outputs/bench/ground_truth.json
