@@ -87,3 +87,10 @@ def test_import_has_no_side_effects():
             "heavy = [m for m in ('nnsight', 'sae_lens', 'celer') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_test_files_have_unique_basenames():
+    """Tests live in room folders without __init__.py, so pytest needs every basename to be unique."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    assert not dupes, dupes

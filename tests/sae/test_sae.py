@@ -85,3 +85,12 @@ def test_nan_activations_are_refused(acts):
     bad.data["L1.resid_post"][2, 3] = np.inf
     with pytest.raises(ValueError, match="NaN or inf"):
         ck.encode(bad, [make_sae(32, 96, "blocks.1.hook_resid_post")])
+
+
+def test_encode_with_something_that_is_not_an_sae_says_so(acts):
+    import torch
+
+    with pytest.raises(TypeError, match=r"must be a sae_lens SAE .*got Linear; load one with circuitkit.load_sae"):
+        ck.encode(acts, {acts.sites[0]: torch.nn.Linear(3, 3)})
+    with pytest.raises(TypeError, match="got Linear"):
+        ck.encode(acts, [torch.nn.Linear(3, 3)])
