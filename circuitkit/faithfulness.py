@@ -56,6 +56,20 @@ to ``[0, 1]`` (``(x - x_first) / (x_last - x_first)``), so a perfect curve (``f 
 CMD 0 exactly; ``normalize=False`` integrates over the raw fractions as MIB's ``evaluate_area_under_curve``
 does (there a perfect curve on the default grid has CPR ``1 - 0.001 = 0.999``).
 
+Feature circuits
+----------------
+:func:`feature_faithfulness` ablates SAE features (nodes ``site/f{i}``) at their sites, keeping every error
+node ``site/err`` (Marks et al.'s node ablation; zero or mean codes), through plain forwards with
+:func:`circuitkit.runtime.hooked` edits.
+
+Pitfall: numerical outputs under mean ablation
+----------------------------------------------
+*Symptom*: ``m(N) - m(∅)`` is ~1e-8 and faithfulness is noise or NaN on a numerical Tracr task
+(``frac_prevs``, ``pair_balance``, ``token_sq``). *Cause*: the metric is the mean output and the readout is
+linear, so the mean-ablated model's mean output equals the full model's. *Fix*: ``ablation="zero"`` or
+``"resample"``, or a metric that is not linear in the output (a callable, e.g. minus the squared error to
+the full output).
+
 Example::
 
     >>> from circuitkit.models.tracr import load_tracr_task
@@ -69,6 +83,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -176,13 +191,16 @@ class _Chunk:
     ref: dict[str, Tensor | None]  # reference value of every source site (None = zero)
 
 
-class _Evaluation:
-    """Everything :func:`circuit_metric` needs, computed once (the curve reuses it for every fraction)."""
+class _Metric:
+    """The per-prompt metric, shared by component (:class:`_Evaluation`) and feature circuits."""
 
-    def __init__(self, model: Any, inputs: Any, *, ablation: str, metric: str | Callable, reference: Any,
-                 attention_mask: Any, answer: Any, distractor: Any, output_kind: str | None, position: str,
-                 sites: Sequence[str] | None, skip_first: int, batch_size: int) -> None:
-        self.ablation = _choice(ablation, ABLATIONS, "ablation")
+    metric: str | Callable
+    position: str
+    skip_first: int
+    output_kind: str
+
+    def _setup_metric(self, model: Any, *, metric: Any, position: str, skip_first: int, output_kind: str | None,
+                      batch_size: int, answer: Any, distractor: Any) -> None:
         if not callable(metric):
             _choice(metric, METRICS, "metric")
         self.metric = metric
@@ -198,6 +216,58 @@ class _Evaluation:
         if self.output_kind == "numerical" and metric in ("logit_diff", "prob", "kl"):
             raise ValueError(f"metric {metric!r} needs categorical outputs; this model's outputs are numerical "
                              "(use metric='task')")
+        if metric == "logit_diff" and (answer is None or distractor is None):
+            raise ValueError("metric='logit_diff' needs answer= and distractor= (one token id per prompt)")
+
+    def _pos(self, c: _Chunk) -> Tensor:
+        b, t = c.ids.shape
+        if c.mask is None:
+            return torch.full((b,), t - 1, dtype=torch.long, device=c.ids.device)
+        return (c.mask.long().cumsum(-1).argmax(-1)).to(torch.long)  # last real token (right padding)
+
+    def _per_prompt(self, out: Tensor, c: _Chunk) -> Tensor:
+        if callable(self.metric):
+            val = self.metric(out, c.full_out)
+            if not (isinstance(val, Tensor) and val.shape == (out.shape[0],)):
+                raise ValueError(f"a metric callable must return a [batch] tensor, got "
+                                 f"{getattr(val, 'shape', type(val).__name__)}")
+            return val
+        if self.metric == "task":
+            tgt = answer_targets(c.full_out, output_kind=self.output_kind)
+            return task_metric(out, tgt, output_kind=self.output_kind, skip_first=self.skip_first)
+        rows = torch.arange(out.shape[0], device=out.device)
+        if self.position == "last":
+            sel = out[rows, self._pos(c)][:, None]  # [batch, 1, n_out]
+            full = c.full_out[rows, self._pos(c)][:, None]
+            w = torch.ones(sel.shape[:2], dtype=out.dtype, device=out.device)
+        else:
+            sel, full = out[:, self.skip_first:], c.full_out[:, self.skip_first:]
+            w = (torch.ones(sel.shape[:2], dtype=out.dtype, device=out.device) if c.mask is None
+                 else c.mask[:, self.skip_first:].to(out.dtype))
+        if self.metric == "kl":
+            lp_full = torch.log_softmax(full.double(), -1)
+            lp = torch.log_softmax(sel.double(), -1)
+            val = (lp_full.exp() * (lp_full - lp)).sum(-1)
+        else:
+            ans = c.answer if c.answer is not None else full.argmax(-1)[:, 0]
+            ans_idx = ans.view(-1, 1, 1).expand(-1, sel.shape[1], 1)
+            if self.metric == "prob":
+                val = torch.softmax(sel.double(), -1).gather(-1, ans_idx).squeeze(-1)
+            else:  # logit_diff
+                dis_idx = c.distractor.view(-1, 1, 1).expand(-1, sel.shape[1], 1)
+                val = (sel.gather(-1, ans_idx) - sel.gather(-1, dis_idx)).squeeze(-1).double()
+        return (val * w.double()).sum(-1)
+
+
+class _Evaluation(_Metric):
+    """Everything :func:`circuit_metric` needs, computed once (the curve reuses it for every fraction)."""
+
+    def __init__(self, model: Any, inputs: Any, *, ablation: str, metric: str | Callable, reference: Any,
+                 attention_mask: Any, answer: Any, distractor: Any, output_kind: str | None, position: str,
+                 sites: Sequence[str] | None, skip_first: int, batch_size: int) -> None:
+        self.ablation = _choice(ablation, ABLATIONS, "ablation")
+        self._setup_metric(model, metric=metric, position=position, skip_first=skip_first, output_kind=output_kind,
+                           batch_size=batch_size, answer=answer, distractor=distractor)
         self.model = model
         module = module_of(model)
         self.module = module
@@ -209,9 +279,6 @@ class _Evaluation:
         masks = _paired(attention_mask, xs, "attention_mask", ndim=2)
         answers = _paired(answer, xs, "answer", ndim=1)
         distractors = _paired(distractor, xs, "distractor", ndim=1)
-        if metric == "logit_diff" and (answer is None or distractor is None):
-            raise ValueError("metric='logit_diff' needs answer= and distractor= (one token id per prompt)")
-
         with torch.no_grad():
             run = run_components(model, xs[0][:1].to(self.device),
                                  attention_mask=None if masks[0] is None else masks[0][:1].to(self.device))
@@ -341,46 +408,6 @@ class _Evaluation:
         nodes = {s for e in kept for s in e} - {"out"}
         return [(u, v) for u, v in self.candidates if (u in nodes) == complement]
 
-    # -- metric ----------------------------------------------------------------------------------
-    def _pos(self, c: _Chunk) -> Tensor:
-        b, t = c.ids.shape
-        if c.mask is None:
-            return torch.full((b,), t - 1, dtype=torch.long, device=c.ids.device)
-        return (c.mask.long().cumsum(-1).argmax(-1)).to(torch.long)  # last real token (right padding)
-
-    def _per_prompt(self, out: Tensor, c: _Chunk) -> Tensor:
-        if callable(self.metric):
-            val = self.metric(out, c.full_out)
-            if not (isinstance(val, Tensor) and val.shape == (out.shape[0],)):
-                raise ValueError(f"a metric callable must return a [batch] tensor, got "
-                                 f"{getattr(val, 'shape', type(val).__name__)}")
-            return val
-        if self.metric == "task":
-            tgt = answer_targets(c.full_out, output_kind=self.output_kind)
-            return task_metric(out, tgt, output_kind=self.output_kind, skip_first=self.skip_first)
-        rows = torch.arange(out.shape[0], device=out.device)
-        if self.position == "last":
-            sel = out[rows, self._pos(c)][:, None]  # [batch, 1, n_out]
-            full = c.full_out[rows, self._pos(c)][:, None]
-            w = torch.ones(sel.shape[:2], dtype=out.dtype, device=out.device)
-        else:
-            sel, full = out[:, self.skip_first:], c.full_out[:, self.skip_first:]
-            w = (torch.ones(sel.shape[:2], dtype=out.dtype, device=out.device) if c.mask is None
-                 else c.mask[:, self.skip_first:].to(out.dtype))
-        if self.metric == "kl":
-            lp_full = torch.log_softmax(full.double(), -1)
-            lp = torch.log_softmax(sel.double(), -1)
-            val = (lp_full.exp() * (lp_full - lp)).sum(-1)
-        else:
-            ans = c.answer if c.answer is not None else full.argmax(-1)[:, 0]
-            ans_idx = ans.view(-1, 1, 1).expand(-1, sel.shape[1], 1)
-            if self.metric == "prob":
-                val = torch.softmax(sel.double(), -1).gather(-1, ans_idx).squeeze(-1)
-            else:  # logit_diff
-                dis_idx = c.distractor.view(-1, 1, 1).expand(-1, sel.shape[1], 1)
-                val = (sel.gather(-1, ans_idx) - sel.gather(-1, dis_idx)).squeeze(-1).double()
-        return (val * w.double()).sum(-1)
-
     def value(self, ablated: Sequence[Edge]) -> float:
         """Mean metric over prompts with the edges ``ablated`` patched by their reference values."""
         by_target: dict[str, list[str]] = {}
@@ -465,6 +492,202 @@ def circuit_metric(
     level = _choice(level, LEVELS, "level")
     edges = ev.check_edges(_circuit_edges(circuit_edges))
     return ev.value(ev.ablated(edges, level=level, complement=bool(complement)))
+
+
+# --------------------------------------------------------------------------------------------------
+# feature circuits: SAE features spliced at their sites, error nodes kept
+# --------------------------------------------------------------------------------------------------
+
+FEATURE_ABLATIONS = ("zero", "mean")
+_FEATURE = re.compile(r"f(\d+)")
+
+
+def _feature_nodes(circuit: Any) -> dict[str, set[int]]:
+    """``{site: kept feature indices}`` from a Circuit (the endpoints of its edges) or node names."""
+    if hasattr(circuit, "edges") and hasattr(circuit, "nodes"):
+        names = set(circuit.edges["source"]).union(circuit.edges["target"])
+    elif isinstance(circuit, str):
+        raise ValueError(f"pass a Circuit or a list of node names, got the string {circuit!r}")
+    else:
+        names = set(circuit)
+    feats: dict[str, set[int]] = {}
+    for n in sorted(map(str, names)):
+        if n == "y" or n.startswith("y:"):
+            continue  # prediction targets are not ablated
+        site, sep, rest = n.partition("/")
+        if not sep:
+            raise ValueError(f"node {n!r} is a component, not an SAE feature; feature circuits have nodes "
+                             "'site/f{index}' (and 'site/err'); use circuit_metric for component circuits")
+        parse_site(site)
+        if rest == "err":
+            continue  # error nodes are always kept
+        m = _FEATURE.fullmatch(rest)
+        if m is None:
+            raise ValueError(f"node {n!r} is not a feature node; valid forms are 'site/f{{index}}' and 'site/err'")
+        feats.setdefault(site, set()).add(int(m.group(1)))
+    return feats
+
+
+def _w_dec(sae: Any) -> Tensor:
+    w = getattr(sae, "W_dec", None)
+    return (w if w is not None else sae.sae.W_dec).detach()
+
+
+class _FeatureEvaluation(_Metric):
+    """Plain forwards with, at every SAE site, the features outside the circuit replaced by a reference code."""
+
+    def __init__(self, model: Any, inputs: Any, saes: Any, *, ablation: str, metric: Any, reference: Any,
+                 attention_mask: Any, answer: Any, distractor: Any, output_kind: str | None, position: str,
+                 skip_first: int, batch_size: int) -> None:
+        from .runtime.interventions import Record, hooked
+        from .sae import attach_saes
+
+        self.ablation = _choice(ablation, FEATURE_ABLATIONS, "feature ablation")
+        self._setup_metric(model, metric=metric, position=position, skip_first=skip_first, output_kind=output_kind,
+                           batch_size=batch_size, answer=answer, distractor=distractor)
+        self.model = model
+        self.module = module_of(model)
+        self.tracr = get_adapter(self.module).spec.name == "tracr"
+        self.saes = attach_saes(saes)
+        try:
+            self.device = next(self.module.parameters()).device
+        except StopIteration:
+            self.device = torch.device("cpu")
+        xs = _batches(inputs, "inputs")
+        masks = _paired(attention_mask, xs, "attention_mask", ndim=2)
+        answers = _paired(answer, xs, "answer", ndim=1)
+        distractors = _paired(distractor, xs, "distractor", ndim=1)
+        self.means: dict[str, Tensor] = {}
+        if self.ablation == "mean":  # per-feature mean code over the reference's real positions after skip_first
+            rs, rm = (xs, masks) if reference is None else (_batches(reference, "reference"), None)
+            rm = rm if rm is not None else [None] * len(rs)
+            sums = {s: 0.0 for s in self.saes}
+            n = 0.0
+            with torch.no_grad(), hooked(model, [Record(s) for s in self.saes]) as st:
+                for r, m in zip(rs, rm):
+                    for a in range(0, r.shape[0], batch_size):
+                        ids = r[a:a + batch_size].to(self.device)
+                        mk = None if m is None else m[a:a + batch_size].to(self.device)
+                        st.records.clear()
+                        self._forward(ids, mk)
+                        w = torch.ones(ids.shape, dtype=torch.float64, device=self.device) if mk is None \
+                            else mk.to(torch.float64)
+                        w[:, :skip_first] = 0
+                        for s, sae in self.saes.items():
+                            z = sae.encode(st.records[s].to(_w_dec(sae).dtype)).to(torch.float64)
+                            sums[s] = sums[s] + (z * w[..., None]).sum((0, 1))
+                        n += float(w.sum())
+            if n == 0:
+                raise ValueError("mean feature ablation: the reference has no positions after skip_first")
+            self.means = {s: (sums[s] / n) for s in self.saes}
+        self.chunks: list[_Chunk] = []
+        with torch.no_grad():
+            for x, m, a, d in zip(xs, masks, answers, distractors):
+                for b in range(0, x.shape[0], batch_size):
+                    sl = slice(b, b + batch_size)
+                    ids = x[sl].to(self.device)
+                    mk = None if m is None else m[sl].to(self.device)
+                    self.chunks.append(_Chunk(ids, mk, None if a is None else a[sl].to(self.device),
+                                              None if d is None else d[sl].to(self.device), self._forward(ids, mk), {}))
+        self.n_prompts = sum(c.ids.shape[0] for c in self.chunks)
+
+    def _forward(self, ids: Tensor, mask: Tensor | None) -> Tensor:
+        if self.tracr:
+            return self.module(ids)
+        y = self.module(input_ids=ids, attention_mask=mask, use_cache=False)
+        return getattr(y, "logits", y)
+
+    def check(self, feats: Mapping[str, set[int]]) -> None:
+        bad = sorted(set(feats) - set(self.saes))
+        if bad:
+            raise ValueError(f"the circuit has features at sites {bad} without an SAE; SAEs are given for "
+                             f"{sorted(self.saes)}")
+        for s, idx in feats.items():
+            d_sae = int(self.saes[s].cfg.d_sae)
+            out = sorted(i for i in idx if not 0 <= i < d_sae)
+            if out:
+                raise ValueError(f"features {out[:5]} at {s!r} are out of range; this SAE has d_sae={d_sae}")
+
+    def _edit(self, site: str, idx: list[int]) -> Any:
+        from .runtime.interventions import Custom
+
+        sae = self.saes[site]
+        w = _w_dec(sae)
+        ii = torch.as_tensor(idx, dtype=torch.long, device=w.device)
+        ref = self.means[site][ii].to(w.dtype) if site in self.means else None
+
+        def fn(h: Tensor) -> Tensor:
+            z = sae.encode(h.detach().to(w.dtype))[..., ii]
+            if ref is not None:
+                z = z - ref
+            return h - (z @ w[ii]).to(h.dtype)
+
+        return Custom(site, fn=fn)
+
+    def value(self, ablated: Mapping[str, list[int]]) -> float:
+        from .runtime.interventions import hooked
+
+        edits = [self._edit(s, idx) for s, idx in ablated.items() if idx]
+        total = 0.0
+        with torch.no_grad(), hooked(self.model, edits):
+            for c in self.chunks:
+                out = self._forward(c.ids, c.mask) if edits else c.full_out
+                total += float(self._per_prompt(out, c).double().sum())
+        return total / self.n_prompts
+
+    def ablated(self, feats: Mapping[str, set[int]] | None, *, complement: bool) -> dict[str, list[int]]:
+        """Features to ablate at each SAE site: those outside ``feats`` (``None`` = keep all), or with
+        ``complement`` those inside."""
+        out = {}
+        for s, sae in self.saes.items():
+            keep = set() if feats is None else feats.get(s, set())
+            every = range(int(sae.cfg.d_sae))
+            out[s] = [i for i in every if (i in keep) == complement] if feats is not None else []
+        return out
+
+
+def feature_faithfulness(
+    model: Any,
+    inputs: Any,
+    circuit: Any,
+    saes: Any,
+    *,
+    ablation: Literal["zero", "mean"] = "mean",
+    metric: MetricName | Callable[[Tensor, Tensor], Tensor] = "task",
+    reference: Any = None,
+    attention_mask: Any = None,
+    answer: Any = None,
+    distractor: Any = None,
+    output_kind: Literal["categorical", "numerical"] | None = None,
+    position: Literal["last", "all"] = "last",
+    skip_first: int = 1,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Faithfulness and completeness of a *feature* circuit (Marks et al.'s node ablation).
+
+    At every site of ``saes`` (``{site: sae}``, as :func:`circuitkit.sae.attach_saes`) the value becomes
+    ``h - sum_{f ablated} (z_f - r_f) W_dec[f]`` with ``z = encode(h)``: the SAE's reconstruction with the ablated
+    latents set to ``r_f`` plus the untouched error term. ``r_f`` is 0 (``"zero"``, the same edit as
+    :class:`~circuitkit.runtime.Splice` with ``ablate=``) or feature f's mean code over the reference's positions
+    after ``skip_first`` (``"mean"``; default reference: the inputs, real tokens only). Sites are edited in
+    computation order, each on the already edited stream. The circuit's features are its nodes ``site/f{i}``
+    (a Circuit: the endpoints of its edges); error nodes ``site/err`` are always kept, so ``m(empty)`` is every
+    feature ablated with the errors kept and ``m(N)`` is the unedited model.
+
+    Returns ``m_C, m_complement, m_full, m_empty, faithfulness, completeness, n_features``.
+    """
+    ev = _FeatureEvaluation(model, inputs, saes, ablation=ablation, metric=metric, reference=reference,
+                            attention_mask=attention_mask, answer=answer, distractor=distractor,
+                            output_kind=output_kind, position=position, skip_first=skip_first, batch_size=batch_size)
+    feats = _feature_nodes(circuit)
+    ev.check(feats)
+    m_full = ev.value(ev.ablated(None, complement=False))
+    m_empty = ev.value(ev.ablated({}, complement=False))
+    m_c = ev.value(ev.ablated(feats, complement=False))
+    m_k = ev.value(ev.ablated(feats, complement=True))
+    return {"m_C": m_c, "m_complement": m_k, "m_full": m_full, "m_empty": m_empty,
+            "faithfulness": _ratio(m_c, m_full, m_empty), "completeness": _ratio(m_k, m_full, m_empty),
+            "n_features": sum(len(v) for v in feats.values())}
 
 
 def rank_edges(circuit: Any, candidates: Sequence[Edge], *, rank_by: Literal["score", "path"] = "score") -> list[Edge]:
@@ -621,5 +844,5 @@ def plot_faithfulness(curves: Mapping[str, pd.DataFrame], *, y: Literal["faithfu
     return fig
 
 
-__all__ = ["ABLATIONS", "DEFAULT_FRACTIONS", "LEVELS", "METRICS", "circuit_metric", "cmd", "cpr",
-           "faithfulness_curve", "plot_faithfulness", "rank_edges"]
+__all__ = ["ABLATIONS", "DEFAULT_FRACTIONS", "FEATURE_ABLATIONS", "LEVELS", "METRICS", "circuit_metric", "cmd", "cpr",
+           "faithfulness_curve", "feature_faithfulness", "plot_faithfulness", "rank_edges"]

@@ -378,3 +378,78 @@ def test_clear_errors(tasks, gpt2, gpt2_ids):
         faithfulness_curve(task, Circuit.from_edges([("embed", "out", 1.0)]), ids, fractions=(0.5, 0.1))
     with pytest.raises(ValueError, match="not components"):
         circuit_metric(task, ids, [], sites=["embed", "L9.MLP"])
+
+
+# --------------------------------------------------------------------------------------------------
+# feature circuits (SAE features at their sites, error nodes kept)
+# --------------------------------------------------------------------------------------------------
+
+
+class _TinySAE(torch.nn.Module):
+    """A ReLU SAE with the sae_lens interface the runtime uses (cfg.d_in/d_sae, encode, decode, W_dec)."""
+
+    def __init__(self, d: int, k: int, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.W_enc = torch.nn.Parameter(torch.randn(d, k, generator=g) / d**0.5)
+        self.b_enc = torch.nn.Parameter(torch.zeros(k))
+        self.W_dec = torch.nn.Parameter(torch.randn(k, d, generator=g) / k**0.5)
+        self.b_dec = torch.nn.Parameter(torch.zeros(d))
+        self.cfg = type("Cfg", (), {"d_in": d, "d_sae": k})()
+
+    def encode(self, x):
+        return torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+
+    def decode(self, z):
+        return z @ self.W_dec + self.b_dec
+
+
+def test_feature_circuit_ablation_matches_hand_edits(gpt2, gpt2_ids):
+    from circuitkit.faithfulness import feature_faithfulness
+    from circuitkit.runtime import Record, Replace, Splice
+
+    site = "L0.resid_post"
+    sae = _TinySAE(32, 16, seed=2)
+    keep = [0, 3, 7]
+    nodes = [f"{site}/f{i}" for i in keep] + [f"{site}/err", "y"]
+    ans, dis = gpt2_ids[:, 0], gpt2_ids[:, 1]
+    kw = {"metric": "logit_diff", "answer": ans, "distractor": dis}
+    rows = torch.arange(len(ans))
+
+    def ld(logits):
+        return float((logits[rows, -1, ans] - logits[rows, -1, dis]).double().mean())
+
+    with torch.no_grad():
+        full = gpt2(gpt2_ids).logits
+        with hooked(gpt2, [Record(site)]) as st:
+            gpt2(gpt2_ids)
+            h = st.records[site].clone()
+        drop = [i for i in range(16) if i not in keep]
+        with hooked(gpt2, [Splice(site, sae=sae, ablate=drop, grad=False)]):
+            zero_c = gpt2(gpt2_ids).logits  # the runtime's own feature ablation
+        z = sae.encode(h)
+        mean = z[:, 1:].mean((0, 1))  # positions after BOS
+        h_mean = h - (z[..., drop] - mean[drop]) @ sae.W_dec[drop]
+        with hooked(gpt2, [Replace(site, value=h_mean)]):
+            mean_c = gpt2(gpt2_ids).logits
+        h_empty = h - (z - mean) @ sae.W_dec  # every feature at its mean, the error kept
+        with hooked(gpt2, [Replace(site, value=h_empty)]):
+            mean_empty = gpt2(gpt2_ids).logits
+
+    r0 = feature_faithfulness(gpt2, gpt2_ids, nodes, {site: sae}, ablation="zero", **kw)
+    assert r0["m_full"] == pytest.approx(ld(full), abs=1e-6)
+    assert r0["m_C"] == pytest.approx(ld(zero_c), abs=1e-5)
+    assert r0["n_features"] == 3
+    rm = feature_faithfulness(gpt2, gpt2_ids, nodes, {site: sae}, ablation="mean", **kw)
+    assert rm["m_C"] == pytest.approx(ld(mean_c), abs=1e-5)
+    assert rm["m_empty"] == pytest.approx(ld(mean_empty), abs=1e-5)
+    every = feature_faithfulness(gpt2, gpt2_ids, [f"{site}/f{i}" for i in range(16)], {site: sae}, **kw)
+    assert every["faithfulness"] == 1.0 and every["completeness"] == 0.0
+    with pytest.raises(ValueError, match="without an SAE"):
+        feature_faithfulness(gpt2, gpt2_ids, ["L1.resid_post/f0"], {site: sae}, **kw)
+    with pytest.raises(ValueError, match="out of range"):
+        feature_faithfulness(gpt2, gpt2_ids, [f"{site}/f99"], {site: sae}, **kw)
+    with pytest.raises(ValueError, match="is a component"):
+        feature_faithfulness(gpt2, gpt2_ids, ["L0.H1"], {site: sae}, **kw)
+    with pytest.raises(ValueError, match=r"unknown feature ablation 'resample'.*'zero', 'mean'"):
+        feature_faithfulness(gpt2, gpt2_ids, nodes, {site: sae}, ablation="resample", **kw)
