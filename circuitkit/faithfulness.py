@@ -72,10 +72,14 @@ the full output).
 
 Example::
 
+    >>> from circuitkit.circuit import Circuit
     >>> from circuitkit.models.tracr import load_tracr_task
     >>> task = load_tracr_task("reverse")
     >>> ids = task.encode(task.sample_inputs(32, seed=0, length=4))
-    >>> m = circuit_metric(task, ids, task.true_edges, ablation="mean")  # doctest: +SKIP
+    >>> circ = Circuit.from_edges([(u, v, 1.0) for u, v in task.true_edges])  # the weight-derived truth
+    >>> curve = faithfulness_curve(task, circ, ids, fractions=(0.0, 0.5, 1.0), ablation="mean")
+    >>> curve["faithfulness"].tolist(), curve["completeness"].tolist(), cpr(curve)
+    ([0.0, 1.0, 1.0], [1.0, 0.0, 0.0], 0.75)
 """
 
 from __future__ import annotations
