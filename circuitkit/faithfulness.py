@@ -35,7 +35,7 @@ Metrics (``metric=``), per prompt, then averaged over prompts
 
 The metric position (``position=``) is ``"last"`` (the last real token of each row: the last position
 without ``attention_mask``) or ``"all"`` (summed over the positions after the first ``skip_first``); ``"task"``
-always uses all positions after BOS.
+always uses all positions after BOS (padding excluded).
 
 Scores
 ------
@@ -238,7 +238,11 @@ class _Metric:
             return val
         if self.metric == "task":
             tgt = answer_targets(c.full_out, output_kind=self.output_kind)
-            return task_metric(out, tgt, output_kind=self.output_kind, skip_first=self.skip_first)
+            if c.mask is None:
+                return task_metric(out, tgt, output_kind=self.output_kind, skip_first=self.skip_first)
+            per = torch.stack([task_metric(out[:, t:t + 1], tgt[:, t:t + 1], output_kind=self.output_kind,
+                                           skip_first=0) for t in range(out.shape[1])], dim=1)
+            return (per * c.mask.to(per.dtype))[:, self.skip_first:].sum(-1)  # padding excluded
         rows = torch.arange(out.shape[0], device=out.device)
         if self.position == "last":
             sel = out[rows, self._pos(c)][:, None]  # [batch, 1, n_out]
@@ -362,13 +366,13 @@ class _Evaluation(_Metric):
                     t = ids.shape[1]
                     cnt = w.sum(0)
                     if count is None or count.shape[0] < t:
-                        count = _grow(count, t)
+                        count = _grow(count, t, device=self.device)
                     count[:t] += cnt
                     for u in self.sources:
                         v = (out[u].to(torch.float64) * w[..., None]).sum(0)
                         prev = sums.get(u)
                         if prev is None or prev.shape[0] < t:
-                            prev = _grow(prev, t, v.shape[-1])
+                            prev = _grow(prev, t, v.shape[-1], device=self.device)
                         prev[:t] += v
                         sums[u] = prev
         means = {u: sums[u] / count.clamp_min(1)[:, None] for u in self.sources}
@@ -435,9 +439,9 @@ class _Evaluation(_Metric):
         return self.value(self.candidates)
 
 
-def _grow(x: Tensor | None, t: int, d: int | None = None) -> Tensor:
+def _grow(x: Tensor | None, t: int, d: int | None = None, *, device: torch.device) -> Tensor:
     shape = (t,) if d is None else (t, d)
-    new = torch.zeros(shape, dtype=torch.float64, device=None if x is None else x.device)
+    new = torch.zeros(shape, dtype=torch.float64, device=device)
     if x is not None:
         new[:x.shape[0]] = x
     return new

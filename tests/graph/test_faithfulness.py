@@ -290,6 +290,10 @@ def test_padding_and_metric_position(gpt2):
         a = torch.softmax(gpt2(ids[:1]).logits[0, -1], -1)[3]
         b = torch.softmax(gpt2(ids[1:, :2]).logits[0, -1], -1)[4]
     assert p == pytest.approx(float(a + b) / 2, abs=1e-5)
+    # the task metric sums the positions after BOS of real tokens only
+    t_pad = circuit_metric(gpt2, ids, cands, attention_mask=mask, metric="task")
+    t_rows = [circuit_metric(gpt2, ids[:1], cands, metric="task"), circuit_metric(gpt2, ids[1:, :2], cands, metric="task")]
+    assert t_pad == pytest.approx(sum(t_rows) / 2, abs=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------
