@@ -74,6 +74,18 @@ class DemoResult:
 DEMO_MODELS = ("auto", "smollm2-135m", "toylm")
 
 
+def _write_circuit(circuit, out: Path) -> tuple[pd.DataFrame, list[Path]]:
+    """Save ``circuit.json`` and ``edges.csv`` (edges with their endpoints' labels); returns the labelled edges."""
+    files = [circuit.save(out / "circuit.json")]
+    edges = circuit.edges.copy()
+    labels = dict(zip(circuit.nodes["node"], circuit.nodes["label"]))
+    edges["source_label"] = [f"{s} {labels.get(s) or ''}".strip() for s in edges["source"]]
+    edges["target_label"] = [f"{s} {labels.get(s) or ''}".strip() for s in edges["target"]]
+    edges.to_csv(out / "edges.csv", index=False)
+    files.append(out / "edges.csv")
+    return edges, files
+
+
 def _smollm2_ready() -> tuple[bool, str]:
     from .models import smollm2
 
@@ -121,13 +133,7 @@ def _smollm2_story(out: Path, quick: bool, seconds: dict) -> tuple[object, pd.Da
     est = CircuitLasso(n_alphas=8, min_target_freq=0.05, n_jobs=1).fit(feats, y)
     seconds["feature_fit"] = time.perf_counter() - t
     circuit = label_circuit(est.circuit_, ctx_feats)
-    files = [circuit.save(out / "circuit.json")]
-    edges = circuit.edges.copy()
-    labels = dict(zip(circuit.nodes["node"], circuit.nodes["label"]))
-    edges["source_label"] = [f"{s} {labels.get(s) or ''}".strip() for s in edges["source"]]
-    edges["target_label"] = [f"{s} {labels.get(s) or ''}".strip() for s in edges["target"]]
-    edges.to_csv(out / "edges.csv", index=False)
-    files.append(out / "edges.csv")
+    edges, files = _write_circuit(circuit, out)
     n_feat = int((circuit.nodes["kind"] == "feature").sum())
     into_y = edges[edges["target"] == "y"]
     caption = (
@@ -205,13 +211,7 @@ def _toy_story(out: Path, quick: bool, seconds: dict) -> tuple[object, pd.DataFr
     est = CircuitLasso(n_alphas=8, min_target_freq=0.005, n_jobs=1).fit(feats)
     seconds["feature_fit"] = time.perf_counter() - t
     circuit = label_circuit(est.circuit_, feats)
-    files = [circuit.save(out / "circuit.json")]
-    edges = circuit.edges.copy()
-    labels = dict(zip(circuit.nodes["node"], circuit.nodes["label"]))
-    edges["source_label"] = [f"{s} {labels.get(s) or ''}".strip() for s in edges["source"]]
-    edges["target_label"] = [f"{s} {labels.get(s) or ''}".strip() for s in edges["target"]]
-    edges.to_csv(out / "edges.csv", index=False)
-    files.append(out / "edges.csv")
+    edges, files = _write_circuit(circuit, out)
     # the page shows the strongest edges (all of them are in circuit.json / edges.csv): a readable graph,
     # not a hairball of every selected edge
     # (without the regularisation path, whose every level would be embedded in the page)
