@@ -45,7 +45,6 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -263,9 +262,10 @@ class CircuitLasso(BaseEstimator):
         if self.min_source_rows is not None:
             integer("min_source_rows", self.min_source_rows, lo=0)
         if self.selection == "stability":
-            pi = number("stability_pi", self.stability_pi, lo=0.5, hi=1.0 + 1e-12)
-            if pi > 1.0:
-                raise ValueError(f"stability_pi must be in (0.5, 1], got {self.stability_pi!r}")
+            pi = number("stability_pi", self.stability_pi, lo=-math.inf)
+            if not 0.5 < pi <= 1.0:
+                raise ValueError(f"stability_pi must be in (0.5, 1] (the E[V] bound needs pi > 1/2), "
+                                 f"got {self.stability_pi!r}")
             integer("stability_b", self.stability_b, lo=1)
             integer("stability_q", self.stability_q, lo=1)
             if self.alpha is not None:

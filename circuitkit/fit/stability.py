@@ -136,7 +136,7 @@ def stability_probabilities(est, design, problems, alphas, *, solver_name: str, 
     s = np.concatenate([o[1] for o in outs]) if outs else np.empty(0, np.int64)
     prob = sp.csr_matrix((np.full(t.size, 1.0 / len(halves)), (t, s)), shape=(n_cols, n_cols))
     prob.sum_duplicates()
-    n_cand = {int(c): int(len(scols)) for tcols, scols in problems for c in tcols}
+    n_cand = {int(c): len(scols) for tcols, scols in problems for c in tcols}
     bound = float(sum(min(q, p) ** 2 / ((2 * pi_thr - 1) * p) for p in n_cand.values() if p > 0))
     return StabilityResult(prob, halves, n_cand, bound)
 
