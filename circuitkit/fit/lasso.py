@@ -144,7 +144,7 @@ class CircuitLasso(BaseEstimator):
         alphas: Sequence[float] | None = None,
         n_alphas: int = 16,
         alpha_min_ratio: float = 1e-2,
-        selection: Literal["bic", "ebic", "n_edges"] = "ebic",
+        selection: Literal["bic", "ebic", "n_edges", "min_edges", "stability"] = "ebic",
         n_edges: int | None = None,
         ebic_gamma: float = 0.5,
         edge_score: Literal["fro", "maxabs"] = "fro",
