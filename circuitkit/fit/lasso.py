@@ -27,7 +27,11 @@ Choosing ``alpha``. Give ``alpha`` for one fit, or leave it ``None`` to fit a ge
 * ``"bic"``: the same without the ``log(p)`` term;
 * ``"n_edges"``: the alpha whose circuit has the number of edges closest to ``n_edges``;
 * ``"min_edges"``: the sparsest alpha whose circuit has at least ``n_edges`` edges (the last grid point if
-  none has that many) -- e.g. "the top 400 features that predict ``y``".
+  none has that many) -- e.g. "the top 400 features that predict ``y``";
+* ``"stability"``: complementary-pairs stability selection (:mod:`circuitkit.fit.stability`): ``stability_b``
+  pairs of disjoint half-samples, the first ``stability_q`` sources to enter each half's path per target, edges
+  kept when selected in at least ``stability_pi`` of the halves; ``circuit_.edges["probability"]`` holds the
+  selection probability and ``circuit_.meta["expected_false_edges_bound"]`` the bound on expected false edges.
 
 The rule lives in :mod:`circuitkit.fit.select` and is the same for every solver.
 
@@ -41,7 +45,6 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -61,7 +64,7 @@ from .solvers import PathResult, choose_solver, get_solver
 
 logger = logging.getLogger(__name__)
 
-SELECTIONS = ("bic", "ebic", "n_edges", "min_edges")
+SELECTIONS = ("bic", "ebic", "n_edges", "min_edges", "stability")
 TARGETS = ("all", "y")
 EDGE_SCORES = ("fro", "maxabs")
 PREDECESSORS = ("auto", "all", "adjacent")
@@ -103,6 +106,10 @@ class CircuitLasso(BaseEstimator):
     rows_per_edge: (E)BIC only considers supports with at most ``active_rows / rows_per_edge`` predictors,
         where ``active_rows`` counts the rows in which the target is nonzero: a feature active in 30 rows
         can have at most 3 parents. Without it a rare feature is fitted exactly by chance co-activations.
+    stability_pi, stability_b, stability_q, random_state: ``selection="stability"``: threshold in (0.5, 1],
+        number of complementary pairs, sources per target per half, seed of the subsamples.
+    min_source_rows: a source column nonzero in fewer rows than this is not a candidate parent. ``None``
+        (default): 5 with ``selection="stability"``, 0 (off) otherwise.
     tol, max_iter: solver tolerance and maximum outer iterations.
     n_jobs: joblib processes over targets.
     progress: show a tqdm bar over target blocks.
@@ -126,6 +133,8 @@ class CircuitLasso(BaseEstimator):
     collinear_sources_: groups of feature nodes whose standardised columns are identical (a warning names
         them): the Lasso's choice of parent among them is arbitrary, and solvers may pick differently.
     timing_: seconds spent in each stage.
+    stability_: with ``selection="stability"``, the :class:`~circuitkit.fit.stability.StabilityResult`
+        (column-level probabilities, the half-samples, the bound).
     """
 
     def __init__(
@@ -135,7 +144,7 @@ class CircuitLasso(BaseEstimator):
         alphas: Sequence[float] | None = None,
         n_alphas: int = 16,
         alpha_min_ratio: float = 1e-2,
-        selection: Literal["bic", "ebic", "n_edges"] = "ebic",
+        selection: Literal["bic", "ebic", "n_edges", "min_edges", "stability"] = "ebic",
         n_edges: int | None = None,
         ebic_gamma: float = 0.5,
         edge_score: Literal["fro", "maxabs"] = "fro",
@@ -150,6 +159,11 @@ class CircuitLasso(BaseEstimator):
         solver: str = "auto",
         backend: Literal["local", "dask"] = "local",
         rows_per_edge: int = 10,
+        stability_pi: float = 0.6,
+        stability_b: int = 25,
+        stability_q: int = 5,
+        random_state: int | None = 0,
+        min_source_rows: int | None = None,
         tol: float = 1e-6,
         max_iter: int = 50,
         n_jobs: int = 1,
@@ -174,6 +188,11 @@ class CircuitLasso(BaseEstimator):
         self.solver = solver
         self.backend = backend
         self.rows_per_edge = rows_per_edge
+        self.stability_pi = stability_pi
+        self.stability_b = stability_b
+        self.stability_q = stability_q
+        self.random_state = random_state
+        self.min_source_rows = min_source_rows
         self.tol = tol
         self.max_iter = max_iter
         self.n_jobs = n_jobs
@@ -240,6 +259,20 @@ class CircuitLasso(BaseEstimator):
             raise ValueError(f"min_target_freq must be in [0, 1), got {self.min_target_freq!r}")
         if self.solver != "auto":
             get_solver(self.solver)
+        if self.min_source_rows is not None:
+            integer("min_source_rows", self.min_source_rows, lo=0)
+        if self.selection == "stability":
+            pi = number("stability_pi", self.stability_pi, lo=-math.inf)
+            if not 0.5 < pi <= 1.0:
+                raise ValueError(f"stability_pi must be in (0.5, 1] (the E[V] bound needs pi > 1/2), "
+                                 f"got {self.stability_pi!r}")
+            integer("stability_b", self.stability_b, lo=1)
+            integer("stability_q", self.stability_q, lo=1)
+            if self.alpha is not None:
+                raise ValueError(f"selection='stability' needs a path: leave alpha=None, got alpha={self.alpha!r}")
+            if self.targets == "y":
+                raise ValueError("selection='stability' is not available with targets='y'; valid selections "
+                                 "there: ('bic', 'ebic', 'n_edges', 'min_edges')")
 
     # -- design ----------------------------------------------------------------------------------------
     def _layout_components(self, acts: Activations, *, has_y: bool = False) -> tuple[Layout, Any]:
@@ -379,6 +412,11 @@ class CircuitLasso(BaseEstimator):
             warnings.warn(f"{len(self.collinear_sources_)} group(s) of sources are exactly collinear after "
                           f"standardisation (e.g. {shown}); which of them a Lasso picks as the parent is arbitrary "
                           "(solvers may disagree). All groups are in collinear_sources_.", UserWarning, stacklevel=2)
+        msr = self.min_source_rows if self.min_source_rows is not None else (5 if self.selection == "stability" else 0)
+        if msr > 0:
+            src_ok = np.asarray((design != 0).sum(axis=0)).ravel() >= msr
+        else:
+            src_ok = np.ones(design.shape[1], dtype=bool)
         t_design = time.perf_counter()
 
         # standardised design
@@ -389,7 +427,7 @@ class CircuitLasso(BaseEstimator):
             if src_nodes.size == 0:
                 continue
             scols = np.concatenate([layout.node_cols[i] for i in src_nodes])
-            scols = scols[alive[scols]]
+            scols = scols[alive[scols] & src_ok[scols]]
             if scols.size == 0:
                 continue
             problems.append((np.asarray(tcols), scols))
@@ -407,6 +445,9 @@ class CircuitLasso(BaseEstimator):
         n_cols = design.shape[1]
         n_alpha = len(alphas)
         fixed = self.alpha is not None or n_alpha == 1
+        if self.selection == "stability" and y is not None:
+            raise ValueError("selection='stability' does not support a prediction target y yet; fit(X) without y, "
+                             "or use selection in ('bic', 'ebic', 'n_edges', 'min_edges')")
         per_target = not fixed and self.selection in ("bic", "ebic")
         coef_parts: list[list[sp.coo_matrix]] = [[] for _ in range(n_alpha)]
         chosen_parts: list[sp.coo_matrix] = []
@@ -462,10 +503,45 @@ class CircuitLasso(BaseEstimator):
             k_best = select.min_count(n_edges_path, self.n_edges)
         else:
             k_best = None
+        stab = None
+        if self.selection == "stability" and not fixed:
+            from .stability import stability_probabilities
+
+            t_stab = time.perf_counter()
+            stab = stability_probabilities(self, design, problems, alphas, solver_name=solver_name,
+                                           q=self.stability_q, n_pairs=self.stability_b, pi_thr=self.stability_pi,
+                                           random_state=self.random_state, n_jobs=self.n_jobs)
+            self.stability_ = stab
+            t_fit += time.perf_counter() - t_stab
         self.alphas_ = np.asarray(alphas)
         self.coef_path_ = coefs
         self.n_edges_path_ = n_edges_path
-        if k_best is not None:
+        if stab is not None:
+            # kept pairs; weight = the full-data coefficient at the last grid point where it is nonzero
+            keep = stab.probability.copy()
+            keep.data = (keep.data >= self.stability_pi - 1e-12).astype(np.float64)
+            keep.eliminate_zeros()
+            last = coefs[0].copy()
+            for k in range(1, n_alpha):
+                nz = sp.csr_matrix(coefs[k] != 0, dtype=np.float64)
+                last = last - last.multiply(nz) + coefs[k]
+            self.coef_ = sp.csr_matrix(last.multiply(keep))
+            self.coef_.eliminate_zeros()
+            self.y_coef_ = None
+            for tcols, _ in problems:
+                target_alpha[tcols] = alphas[-1]
+            edges = self._node_edges(layout, self.coef_, y_nodes, None)
+            # node-level probability: the largest column-pair probability of the block; kept pairs whose
+            # full-data coefficient is 0 along the whole path get weight 0 but are kept
+            pk = stab.probability.multiply(keep).tocoo()
+            names = layout.nodes["node"].to_numpy()
+            pdf = pd.DataFrame({"source": names[layout.col_node[pk.col]], "target": names[layout.col_node[pk.row]],
+                                "probability": pk.data}).groupby(["source", "target"], as_index=False).max()
+            edges = pdf.merge(edges, on=["source", "target"], how="left")
+            edges["weight"] = edges["weight"].fillna(0.0)
+            edges["score"] = edges["score"].fillna(0.0)
+            edges = edges[["source", "target", "weight", "score", "probability"]]
+        elif k_best is not None:
             for tcols, _ in problems:
                 target_alpha[tcols] = alphas[k_best]
             self.coef_ = coefs[k_best]
@@ -517,6 +593,11 @@ class CircuitLasso(BaseEstimator):
             "provenance": {k: v for k, v in X.meta.items() if k in ("model", "input_hash", "positions", "aggregate",
                                                                     "sae_ids", "sae_releases", "neuronpedia_ids")},
         }
+        if stab is not None:
+            meta.update({"pi_thr": float(self.stability_pi), "q": int(self.stability_q),
+                         "n_subsamples": len(stab.halves), "n_pairs": int(self.stability_b),
+                         "expected_false_edges_bound": stab.bound,
+                         "random_state": self.random_state})
         self.circuit_ = Circuit(nodes, edges, path, meta)
         return self
 

@@ -30,7 +30,7 @@ def _fit(feats, y=None, **kw):
     ({"alphas": ["a"]}, TypeError, r"every entry of alphas must be a number, got 'a'"),
     ({"alphas": []}, ValueError, r"alphas must be a non-empty list"),
     ({"n_jobs": 0}, ValueError, r"n_jobs must be a positive int or -1 \(all cores\), got 0"),
-    ({"selection": "aic"}, ValueError, r"unknown selection 'aic'; valid choices: \('bic', 'ebic', 'n_edges', 'min_edges'\)"),
+    ({"selection": "aic"}, ValueError, r"unknown selection 'aic'; valid choices: \('bic', 'ebic', 'n_edges', 'min_edges', 'stability'\)"),
     ({"selection": "min_edges"}, ValueError, r"selection='min_edges' needs n_edges"),
     ({"targets": "x"}, ValueError, r"unknown targets 'x'; valid: \('all', 'y'\)"),
     ({"exclude": "L0.resid_post/f1"}, TypeError, r"exclude must be a list of node names"),

@@ -1,0 +1,144 @@
+"""Complementary-pairs stability selection for CircuitLasso (Shah & Samworth 2013; Meinshausen & Buhlmann 2010).
+
+Procedure (``CircuitLasso(selection="stability")``):
+
+1. Draw ``B`` pairs of *disjoint* halves of the ``n`` rows (``floor(n/2)`` rows each, seeded by
+   ``random_state``): ``2B`` subsamples in all.
+2. On every half, standardise the columns with that half's own mean and scale and fit the Lasso path of
+   every target column on its candidate parents, with the same solver and the same alpha grid (the full
+   data's) that the full fit uses (:mod:`circuitkit.fit.solvers`; nothing is re-implemented here).
+3. Per half and target, the selected set ``S_q`` is *the first ``q`` variables to enter the path*: a source's
+   entry index is the first grid point at which its coefficient is nonzero; ``S_q`` holds the sources whose
+   entry index is ``<= k*``, with ``k*`` the last grid point at which at most ``q`` sources have entered.
+   Sources entering together at one grid point are taken all or none, so ``|S_q| <= q`` always (possibly
+   fewer than ``q``: the grid is coarse).
+4. The selection probability of (target ``t``, source ``s``) is ``pi_hat = #{halves with s in S_q(t)} / 2B``;
+   an edge is kept when ``pi_hat >= pi_thr``.
+
+Error bound. For one target with ``p`` candidate parents, let ``V`` be the number of kept noise sources
+(sources not in the true parent set). If (i) the distribution of ``1{s in S_q}`` is exchangeable over the
+noise sources and (ii) the procedure is no worse than random guessing (``E|S_q cap N| / |N| <= E|S_q| / p``),
+then for ``pi_thr in (1/2, 1]`` (Meinshausen & Buhlmann 2010, Thm 1; valid for complementary pairs by
+Shah & Samworth 2013, worst case, no unimodality assumed)::
+
+    E[V_t] <= q^2 / ((2 pi_thr - 1) p_t)
+
+and summed over targets ``E[V] <= sum_t q^2 / ((2 pi_thr - 1) p_t)``: this is
+``circuit_.meta["expected_false_edges_bound"]``. Slack: the bound uses ``|S_q| <= q``, while the
+realised mean ``|S_q|`` is often smaller (grid ties), so it is conservative; it is an *expectation*, not a
+high-probability guarantee, and (i) fails when noise sources are correlated with true parents (e.g. a
+source co-active with a parent), which is the usual way the bound is exceeded in practice. Node-level
+edges of block nodes (component level) keep the largest column-pair probability of the block; a kept node
+edge implies at least one kept column pair, so the count of false node edges is bounded by the same sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from joblib import Parallel, delayed
+
+from .design import column_stats
+from .solvers import get_solver
+
+
+@dataclass
+class StabilityResult:
+    """``probability``: CSR ``[n_cols, n_cols]`` (rows targets, columns sources) selection probabilities;
+    ``halves``: the ``2B`` row-index arrays (pair ``b`` is ``halves[2b], halves[2b+1]``);
+    ``n_candidates``: candidate parents per fitted target column (``{column: p}``); ``bound``: the summed
+    ``E[V]`` bound of the module docstring."""
+
+    probability: sp.csr_matrix
+    halves: list[np.ndarray]
+    n_candidates: dict[int, int]
+    bound: float
+
+
+def complementary_halves(n_rows: int, n_pairs: int, random_state) -> list[np.ndarray]:
+    """``2 * n_pairs`` sorted row-index arrays: ``n_pairs`` random splits into two disjoint halves."""
+    rng = np.random.default_rng(random_state)
+    half = n_rows // 2
+    out = []
+    for _ in range(n_pairs):
+        perm = rng.permutation(n_rows)
+        out.append(np.sort(perm[:half]))
+        out.append(np.sort(perm[half:2 * half]))
+    return out
+
+
+def first_q(entry: np.ndarray, q: int) -> np.ndarray:
+    """Boolean mask of the sources among the first ``q`` to enter the path (module docstring, step 3).
+    ``entry``: grid index at which each source first enters (``-1`` = never)."""
+    ent = entry[entry >= 0]
+    if ent.size == 0:
+        return np.zeros(entry.shape, dtype=bool)
+    ks = np.unique(ent)
+    counts = np.array([(ent <= k).sum() for k in ks])
+    ok = ks[counts <= q]
+    if ok.size == 0:
+        return np.zeros(entry.shape, dtype=bool)
+    return (entry >= 0) & (entry <= ok.max())
+
+
+def _entry_index(coefs: list[sp.csr_matrix]) -> sp.csr_matrix:
+    """CSR with entry ``k + 1`` at the first grid index ``k`` where each coefficient is nonzero."""
+    entry = None
+    for k in range(len(coefs) - 1, -1, -1):  # earlier (larger) alphas overwrite
+        nz = sp.csr_matrix(coefs[k] != 0, dtype=np.float64)
+        lvl = nz * float(k + 1)
+        entry = lvl if entry is None else entry - entry.multiply(nz) + lvl
+    return sp.csr_matrix(entry)
+
+
+def _fit_half(est, design, rows, problems, alphas, solver_name, q):
+    """Selected (target column, source column) pairs on one half (arrays of column indices)."""
+    D = design[rows]
+    mean, std = column_stats(D)
+    live = std > 1e-12
+    safe = np.where(live, std, 1.0)
+    Xs, offset = est._standardise(D, mean, safe, live)
+    solver = get_solver(solver_name)
+    ts, ss = [], []
+    for tcols, scols in problems:
+        sc = scols[live[scols]]
+        if sc.size == 0:
+            continue
+        Yp = est._target_block(D, tcols, mean, safe)
+        res = solver.path(Xs[:, sc], Yp, alphas, offset=None if offset is None else offset[sc], tol=est.tol,
+                          max_iter=est.max_iter, n_jobs=1)
+        ent = _entry_index(res.coefs).toarray().astype(np.int64) - 1   # [n_targets, n_sources], -1 = never
+        for j in range(len(tcols)):
+            if not live[tcols[j]]:
+                continue
+            m = np.flatnonzero(first_q(ent[j], q))
+            ts.append(np.full(m.size, tcols[j]))
+            ss.append(sc[m])
+    if not ts:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(ts), np.concatenate(ss)
+
+
+def stability_probabilities(est, design, problems, alphas, *, solver_name: str, q: int, n_pairs: int, pi_thr: float,
+                            random_state=None, n_jobs: int = 1) -> StabilityResult:
+    """Selection probabilities over ``2 * n_pairs`` complementary halves (module docstring). ``est`` is the
+    :class:`~circuitkit.fit.lasso.CircuitLasso` whose standardisation and target blocks are reused;
+    ``problems`` its ``(target columns, candidate source columns)`` list; ``alphas`` the full-data grid."""
+    n_rows, n_cols = design.shape
+    halves = complementary_halves(n_rows, n_pairs, random_state)
+    if sp.issparse(design):
+        design = sp.csr_matrix(design)
+    outs = Parallel(n_jobs=n_jobs)(delayed(_fit_half)(est, design, h, problems, alphas, solver_name, q)
+                                   for h in halves)
+    t = np.concatenate([o[0] for o in outs]) if outs else np.empty(0, np.int64)
+    s = np.concatenate([o[1] for o in outs]) if outs else np.empty(0, np.int64)
+    prob = sp.csr_matrix((np.full(t.size, 1.0 / len(halves)), (t, s)), shape=(n_cols, n_cols))
+    prob.sum_duplicates()
+    n_cand = {int(c): len(scols) for tcols, scols in problems for c in tcols}
+    bound = float(sum(min(q, p) ** 2 / ((2 * pi_thr - 1) * p) for p in n_cand.values() if p > 0))
+    return StabilityResult(prob, halves, n_cand, bound)
+
+
+__all__ = ["StabilityResult", "complementary_halves", "first_q", "stability_probabilities"]
