@@ -244,7 +244,7 @@ class GroupCircuitLasso(BaseEstimator):
         """Fit on captured activations (component level); returns ``self``, the result is ``circuit_``."""
         self._validate_params()
         if not isinstance(X, Activations):
-            raise ValueError(f"GroupCircuitLasso.fit expects Activations (component level), got {type(X).__name__};"
+            raise TypeError(f"GroupCircuitLasso.fit expects Activations (component level), got {type(X).__name__};"
                              " SAE features are fitted by CircuitLasso")
         if y is not None:
             raise ValueError("GroupCircuitLasso has no prediction target; use CircuitLasso for fit(data, y)")
