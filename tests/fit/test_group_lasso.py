@@ -162,3 +162,22 @@ def test_bad_inputs_raise_helpful_errors():
     est = GroupCircuitLasso().fit(Activations(const, acts.index))
     assert est.skipped_["site"].tolist() == ["L0.H1"]
     assert "L0.H1" not in set(est.circuit_.edges["source"]) | set(est.circuit_.edges["target"])
+
+
+@pytest.mark.filterwarnings("ignore:.*linear functions of earlier sites:UserWarning")
+def test_registered_for_discover_and_the_ground_truth_bench():
+    import circuitkit as ck
+    from circuitkit.baselines import available_methods
+    from circuitkit.bench.ground_truth import make_prompts, run_task
+    from circuitkit.evaluate import candidate_edges
+    from circuitkit.models.tracr import load_tracr_task
+
+    assert "circuitlasso-group" in available_methods()
+    task = load_tracr_task("hist")
+    clean, corrupt = make_prompts(task, 64)
+    circ = ck.discover("circuitlasso-group", task.model, clean, corrupt, sites=task.sites)
+    assert circ.node_names == list(task.sites) and circ.meta["method"] == "circuitlasso-group"
+    cands = set(candidate_edges(task.sites))
+    assert set(zip(circ.path["source"], circ.path["target"])) <= cands
+    recs, _ = run_task(task, methods=["circuitlasso-group"], n_samples=64)
+    assert recs[0]["method"] == "circuitlasso-group" and 0 <= recs[0]["auroc"] <= 1
