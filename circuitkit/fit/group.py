@@ -38,8 +38,8 @@ the grid. skglm 0.5 has group penalties (``WeightedGroupL2`` with ``GroupBCD``) 
 its multi-task solver (``MultiTaskBCD``/``L2_1``) groups one *feature* across tasks, not a block of
 features; the multi-task group problem fits it only by vectorising (``kron(I_k, X)``: ``k_v`` times the
 rows). Measured on the Tracr ``sort_freq`` task's ``out`` target (1,179 rows, 8 source sites, 38 PCA
-columns, 2 target columns, the 32-alpha path with warm starts, one thread): this solver 0.014 s, skglm
-``GroupLasso`` on the vectorised problem 2.9 s after its numba compilation; objectives agree to 3e-16
+columns, 2 target columns, the 32-alpha path with warm starts, one thread): this solver 0.022 s, skglm
+``GroupLasso`` on the vectorised problem 3.1 s after its numba compilation; objectives agree to 3e-16
 (relative) at every alpha and supports on 255 of the 256 (group, alpha) pairs (skglm keeps one group of a
 collinear site at norm > 1e-8 where this solver has it at 0). So we use the Gram BCD (``solver_ = "gram-bcd"``).
 
