@@ -26,7 +26,8 @@ the norm of a coefficient block assembled afterwards. Here the site is the unit 
 4. **Selection.** ``"ebic"`` (default) or ``"bic"`` per target over the distinct group supports of its
    path: ``n sum_j log(RSS_j / n) + df log(n) + 2 gamma log C(m, s)`` with ``RSS_j`` the residual of target
    column j after an OLS refit on the support (relaxed), ``df = k_v * (columns in the support)``, ``m`` the
-   candidate source sites and ``s`` the selected ones (the term is 0 for ``"bic"``). ``"n_edges"``: the one
+   candidate source sites and ``s`` the selected ones (the term is 0 for ``"bic"``); a support with at least
+   ``n`` columns is not eligible. ``"n_edges"``: the one
    grid alpha whose circuit has the edge count closest to ``n_edges``.
 
 Solver. Everything is computed from one Gram matrix ``G = Z'Z/n`` of all whitened blocks (the targets'
