@@ -5,6 +5,8 @@ Every method has the signature ``method(model, clean, corrupt, *, sites=None, ou
 row; observational methods ignore ``corrupt``). Registered names:
 
 * ``"circuitlasso"``: :func:`circuitkit.baselines.eap.circuitlasso` (capture + CircuitLasso);
+* ``"circuitlasso-group"``: :func:`circuitkit.baselines.group.circuitlasso_group` (capture +
+  GroupCircuitLasso: one group-Lasso fit per target site over PCA-compressed source sites);
 * ``"eap"``: edge attribution patching;
 * ``"eap-ig"``: EAP with integrated gradients (``steps=``);
 * ``"patching"``: exact edge activation patching (the reference EAP approximates).
@@ -20,6 +22,7 @@ from typing import Any
 
 _BUILTIN = {
     "circuitlasso": ("circuitkit.baselines.eap", "circuitlasso"),
+    "circuitlasso-group": ("circuitkit.baselines.group", "circuitlasso_group"),
     "eap": ("circuitkit.baselines.eap", "eap"),
     "eap-ig": ("circuitkit.baselines.eap", "eap_ig"),
     "patching": ("circuitkit.baselines.eap", "activation_patching"),

@@ -9,7 +9,8 @@ Protocol (fixed seeds; every method sees the same prompts):
   the same sampler with the same length (``sample_inputs(m, seed=seed + 1000 + length, length=length)``
   for the ``m`` clean prompts of that length), paired in order.
 * **Methods**: ``circuitlasso`` (capture of the clean prompts at every non-BOS position + default
-  ``CircuitLasso``; it never sees the corrupted prompts), ``eap``, ``eap-ig`` (``--ig-steps``), and
+  ``CircuitLasso``; it never sees the corrupted prompts), ``circuitlasso-group`` (the same capture +
+  default ``GroupCircuitLasso``; not in the default list, ask for it with ``--methods``), ``eap``, ``eap-ig`` (``--ig-steps``), and
   ``patching`` (exact edge patching, the reference the attribution methods approximate).
 * **Metrics** (:mod:`circuitkit.evaluate`): AUROC over all candidate edges; precision = recall at
   ``|true|``; SHD of the top-``|true|`` edges (the same rule for every method); plus ``shd_selected``,
@@ -170,7 +171,8 @@ def format_tables(records: pd.DataFrame) -> str:
 def add_arguments(parser) -> None:
     parser.add_argument("--tasks", nargs="+", default=None, help="Tracr task names (default: all)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                        help=f"discovery methods (default: {' '.join(DEFAULT_METHODS)})")
+                        help=f"discovery methods (default: {' '.join(DEFAULT_METHODS)}; any registered name, "
+                             "e.g. circuitlasso-group)")
     parser.add_argument("--n-samples", type=int, default=None, help=f"prompts per task (default {DEFAULT_N})")
     parser.add_argument("--ig-steps", type=int, default=DEFAULT_IG_STEPS,
                         help=f"EAP-IG interpolation steps (default {DEFAULT_IG_STEPS})")
