@@ -355,7 +355,7 @@ class GroupCircuitLasso(BaseEstimator):
         for v, src in problems:
             scols, groups, C, w = stats(v, src)
             Gs = G[np.ix_(scols, scols)]
-            syy = float(np.trace(G[np.ix_(cols[v], cols[v])]))
+            syy = float(np.diagonal(G[np.ix_(cols[v], cols[v])]).sum())
             B = None
             nm = np.zeros((n_alpha, len(src)))
             bs, gp, it = [], np.zeros(n_alpha), np.zeros(n_alpha, dtype=np.int64)

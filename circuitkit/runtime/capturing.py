@@ -165,7 +165,7 @@ def capture(
     prompt_col = np.concatenate(rows_prompt)
     pos_col = np.concatenate(rows_pos)
     order = np.lexsort((pos_col, prompt_col))  # rows sorted by (prompt, position) whatever the batching
-    data = {s: np.concatenate(per_site[s])[order] for s in sites}
+    data = {s: _in_order(per_site[s], order) for s in sites}
     prompt_col, pos_col = prompt_col[order], pos_col[order]
     token_col = [toks[p][q] if q >= 0 else "" for p, q in zip(prompt_col, pos_col)]
     index = pd.DataFrame({"prompt": prompt_col, "position": pos_col, "token": token_col})
@@ -190,6 +190,23 @@ def capture(
     }
     logger.info("captured %d rows x %d sites from %s", len(index), len(sites), lm.name)
     return Activations(data, index, toks, meta)
+
+
+def _in_order(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """``np.concatenate(parts)[order]`` with at most one copy: the batches' blocks are written straight to
+    their sorted rows (no copy at all for a single batch already in order). On component sites of a real
+    model the captured blocks are hundreds of MB, and a second full copy cost a quarter of a forward pass."""
+    n = len(order)
+    if np.array_equal(order, np.arange(n)):
+        return np.ascontiguousarray(parts[0]) if len(parts) == 1 else np.concatenate(parts)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    out = np.empty((n, *parts[0].shape[1:]), dtype=parts[0].dtype)
+    start = 0
+    for part in parts:
+        out[rank[start:start + len(part)]] = part
+        start += len(part)
+    return out
 
 
 def forward(model: Any, inputs: Any, *, batch_size: int = 32) -> list[Tensor]:
