@@ -19,7 +19,7 @@ import re
 import sys
 
 BENCHES = {"ground-truth": "circuitkit.bench.ground_truth", "scale": "circuitkit.bench.scale",
-           "debias": "circuitkit.bench.debias"}
+           "debias": "circuitkit.bench.debias", "capture": "circuitkit.bench.capture"}
 
 
 def _module(name: str):
