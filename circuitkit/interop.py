@@ -134,7 +134,7 @@ def mib_to_site(name: str) -> str:
 def check_mib_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a MIB ``cfg`` and return it as a plain dict with exactly the four published keys."""
     if not isinstance(cfg, Mapping):
-        raise ValueError(f"cfg must be a dict with keys {list(MIB_CFG_KEYS)} or come from mib_cfg(model), "
+        raise TypeError(f"cfg must be a dict with keys {list(MIB_CFG_KEYS)} or come from mib_cfg(model), "
                          f"got {type(cfg).__name__}")
     missing = [k for k in MIB_CFG_KEYS if k not in cfg]
     if missing:
@@ -147,7 +147,7 @@ def check_mib_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
         out[k] = int(v)
     par = cfg["parallel_attn_mlp"]
     if not isinstance(par, (bool, np.bool_)):
-        raise ValueError(f"cfg['parallel_attn_mlp'] must be True or False, got {par!r}")
+        raise TypeError(f"cfg['parallel_attn_mlp'] must be True or False, got {par!r}")
     out["parallel_attn_mlp"] = bool(par)
     return {k: out[k] for k in MIB_CFG_KEYS}
 
@@ -239,7 +239,7 @@ def _letters(x: Any) -> str:
 
 def _check_circuit_against_cfg(circuit: Circuit, cfg: Mapping[str, Any]) -> None:
     if not isinstance(circuit, Circuit):
-        raise ValueError(f"expected a circuitkit Circuit, got {type(circuit).__name__}")
+        raise TypeError(f"expected a circuitkit Circuit, got {type(circuit).__name__}")
     nl, nh = cfg["n_layers"], cfg["n_heads"]
     used = set(circuit.edges["source"]).union(circuit.edges["target"])
     for node in sorted(used):
@@ -256,9 +256,8 @@ def _mib_edges(circuit: Circuit, cfg: Mapping[str, Any], k: int | None) -> dict[
     _check_circuit_against_cfg(circuit, cfg)
     cands = set(mib_candidate_edges(cfg))
     e = circuit.edges
-    if k is not None:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise ValueError(f"k must be an integer >= 0 (edges kept in the graph), got {k!r}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0):
+        raise ValueError(f"k must be an integer >= 0 (edges kept in the graph), got {k!r}")
     order = np.argsort(-e["score"].to_numpy(), kind="mergesort")
     rank = np.empty(len(e), dtype=np.int64)
     rank[order] = np.arange(len(e))
@@ -408,7 +407,7 @@ def load_mib(path_or_dict: str | Path | Mapping[str, Any], *, in_graph_only: boo
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"{p} is not a MIB circuit JSON ({e}); .pt files need the .pt suffix") from None
     if not isinstance(doc, Mapping):
-        raise ValueError(f"expected a MIB circuit dict or a file path, got {type(doc).__name__}")
+        raise TypeError(f"expected a MIB circuit dict or a file path, got {type(doc).__name__}")
     if "cfg" not in doc:
         raise ValueError(f"not a MIB circuit: no 'cfg' key (keys: {sorted(doc)[:8]})")
     cfg = check_mib_cfg(doc["cfg"])
@@ -507,7 +506,7 @@ def rollup(circuit: Circuit, *, rule: Literal["max", "sum"] = "max",
     if residual not in ("error", "last_writer"):
         raise ValueError(f"residual must be 'error' or 'last_writer', got {residual!r}")
     if not isinstance(circuit, Circuit):
-        raise ValueError(f"expected a circuitkit Circuit, got {type(circuit).__name__}")
+        raise TypeError(f"expected a circuitkit Circuit, got {type(circuit).__name__}")
     nodes = circuit.nodes
     comp: dict[str, str] = {}
     used = set(circuit.edges["source"]).union(circuit.edges["target"])
@@ -599,7 +598,7 @@ def to_neuronpedia(
     block index among the circuit's sites.
     """
     if not isinstance(circuit, Circuit):
-        raise ValueError(f"expected a circuitkit Circuit, got {type(circuit).__name__}")
+        raise TypeError(f"expected a circuitkit Circuit, got {type(circuit).__name__}")
     tokens = [str(t) for t in tokens]
     if not tokens:
         raise ValueError("tokens must list the prompt's tokens (at least one)")
