@@ -34,7 +34,9 @@ is its ranking score with the sign of its weight (``sign(weight) * score``), so 
 is circuitkit's ranking. ``in_graph`` is True for the circuit's edges (``k=`` keeps only the ``k``
 highest-scoring ones; an ``in_graph`` column, as :func:`load_mib` writes, is used when present). Candidate
 edges the circuit does not have get score 0 and ``in_graph`` False. A node's ``in_graph`` is True when an
-in-graph edge starts or ends at it; ``logits`` is always in the graph (as in EAP-IG).
+in-graph edge starts or ends at it; ``logits`` is always in the graph (as in EAP-IG). A method that scores
+every candidate edge (EAP) has all of them in its circuit, so pass ``k=``; MIB's own evaluation re-selects the
+top edges by ``|score|`` at each of its sizes, so there the scores are what counts.
 
 **Import** (:func:`load_mib`): the ``<q>``, ``<k>``, ``<v>`` edges from one source into one head merge into one
 circuitkit edge: ``weight`` is the signed score of largest magnitude, ``score = |weight|``, ``in_graph`` is
@@ -412,6 +414,11 @@ def load_mib(path_or_dict: str | Path | Mapping[str, Any], *, in_graph_only: boo
         raise ValueError(f"not a MIB circuit: no 'cfg' key (keys: {sorted(doc)[:8]})")
     cfg = check_mib_cfg(doc["cfg"])
     raw = _pt_edges(doc) if "edges_scores" in doc else _json_edges(doc)
+    if "edges_scores" not in doc:
+        if not isinstance(doc["nodes"], Mapping):
+            raise TypeError(f"MIB 'nodes' must map node names to records, got {type(doc['nodes']).__name__}")
+        for name in doc["nodes"]:
+            mib_to_site(name)  # names the valid forms
     valid = {n: (u, v) for u, v in mib_candidate_edges(cfg) for n in _mib_edge_names(u, v)}
     merged: dict[Edge, dict[str, Any]] = {}
     for name, (score, ig) in raw.items():

@@ -177,6 +177,10 @@ def test_bad_inputs_name_the_value_and_the_valid_forms():
     doc["edges"]["attn0->m0"] = {"score": 1.0, "in_graph": True}
     with pytest.raises(ValueError, match=r"unknown MIB node 'attn0'; valid forms are input, a\{L\}\.h\{H\}"):
         load_mib(doc)
+    doc = to_mib(_circuit(), cfg=CFG)
+    doc["nodes"]["mlp0"] = {"in_graph": False}
+    with pytest.raises(ValueError, match=r"unknown MIB node 'mlp0'"):
+        load_mib(doc)
     with pytest.raises(ValueError, match=r"missing keys \['edges'\]"):
         load_mib({"cfg": CFG, "nodes": {}})
 
@@ -227,6 +231,24 @@ def test_circuitlasso_circuit_on_tracr_exports_and_imports(tmp_path):
         back = load_mib(save_mib(c, tmp_path / f"tracr.{fmt}", cfg=cfg, format=fmt))
         pd.testing.assert_frame_equal(_edge_table(back), _edge_table(c), check_exact=True)
         assert back.edges["in_graph"].all()
+    # in_graph means what MIB ablates by: the imported top-k circuit has the same ablation metric as c.top_k(k)
+    from circuitkit.faithfulness import circuit_metric
+
+    ids = task.encode(task.sample_inputs(24, seed=3, length=4))
+    kept = load_mib(to_mib(c, cfg=cfg, k=4), in_graph_only=True)
+    assert len(kept.edges) == 4
+    m_ours = circuit_metric(task, ids, c.top_k(4), ablation="mean")
+    m_back = circuit_metric(task, ids, kept, ablation="mean")
+    assert m_back == pytest.approx(m_ours, abs=1e-9)
+    # any method's circuit exports: EAP scores every candidate edge, so all of them are in the graph unless k=
+    corrupt = task.encode(task.sample_inputs(24, seed=4, length=4))
+    eap = ck.discover("eap", task.model, ids, corrupt, sites=task.sites, output_kind=task.output_kind)
+    back = load_mib(to_mib(eap, cfg=cfg))
+    pd.testing.assert_frame_equal(_edge_table(back), _edge_table(eap), check_exact=True)
+    assert back.edges["in_graph"].all() and len(back.edges) == len(candidate_edges(task.sites))
+    top2 = load_mib(to_mib(eap, cfg=cfg, k=2), in_graph_only=True)
+    assert set(zip(top2.edges["source"], top2.edges["target"])) == set(zip(eap.edges["source"][:2],
+                                                                           eap.edges["target"][:2]))
     # the true circuit's edges are all candidates of the exported graph
     names = set(doc["edges"])
     truth = Circuit.from_edges([(u, v, 1.0) for u, v in task.true_edges])
