@@ -347,3 +347,36 @@ def test_neuronpedia_export(tmp_path):
     assert [n["node_id"] for n in ok["nodes"]] == ["0_1_0", "1_1_0"]
     with pytest.raises(ValueError, match="component node"):
         to_neuronpedia(_circuit(), prompt="x", tokens=["x"], model_id="m", slug="s")
+
+
+def test_fitted_feature_circuit_rolls_up_and_exports():
+    """A feature-level CircuitLasso fit on planted codes at L0.MLP -> L1.H0: one component edge, in MIB's <v>."""
+    import scipy.sparse as sp
+
+    from circuitkit.features import Features
+    from circuitkit.fit.lasso import CircuitLasso
+
+    rng = np.random.default_rng(1)
+    n, d = 800, 16
+    z0 = (rng.random((n, d)) < 0.2) * rng.exponential(1.0, size=(n, d))
+    planted = {(p, q): 1.0 + 0.25 * q for q, p in enumerate(rng.permutation(d)[:6])}
+    z1 = (rng.random((n, d)) < 0.1) * rng.exponential(1.0, size=(n, d))
+    for (p, q), w in planted.items():
+        z1[:, q] = w * z0[:, p]
+    z1 = np.maximum(z1 + 0.05 * rng.normal(size=z1.shape) * (z1 > 0), 0)
+    idx = pd.DataFrame({"prompt": np.arange(n), "position": 0, "token": ""})
+    feats = Features({"L0.MLP": sp.csr_matrix(z0), "L1.H0": sp.csr_matrix(z1)}, {}, idx)
+    c = CircuitLasso(alpha=0.05, progress=False).fit(feats).circuit_
+    top = c.top_k(len(planted))
+    assert set(zip(top.edges["source"], top.edges["target"])) == {
+        (f"L0.MLP/f{p}", f"L1.H0/f{q}") for p, q in planted}
+    for rule in ("max", "sum"):
+        rolled = rollup(top, rule=rule)
+        assert list(zip(rolled.edges["source"], rolled.edges["target"])) == [("L0.MLP", "L1.H0")]
+        agg = top.edges["score"].max() if rule == "max" else top.edges["score"].sum()
+        assert rolled.edges["score"].iat[0] == pytest.approx(agg, rel=1e-12)
+    doc = to_mib(rollup(top), cfg={"n_layers": 2, "n_heads": 1, "parallel_attn_mlp": False, "d_model": d})
+    assert [n for n, r in doc["edges"].items() if r["in_graph"]] == ["m0->a1.h0<v>"]
+    np_doc = to_neuronpedia(top, prompt="p", tokens=["a", "b"], model_id="synthetic", slug="planted")
+    assert len(np_doc["nodes"]) == 2 * len(planted) and len(np_doc["links"]) == len(planted)
+    assert {n["layer"] for n in np_doc["nodes"]} == {"0", "1"}
