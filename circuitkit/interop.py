@@ -157,15 +157,14 @@ def check_mib_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def mib_cfg(model: Any) -> dict[str, Any]:
     """The MIB ``cfg`` of a model: ``n_layers``/``n_heads`` from :func:`circuitkit.models.adapters.get_adapter`,
     ``parallel_attn_mlp`` from the adapter (GPT-NeoX ``use_parallel_residual``), ``d_model`` from the HF config
-    (``hidden_size``/``n_embd``/``d_model``) or the module's ``d_model`` (Tracr). Accepts what ``get_adapter``
-    accepts (a torch module or an nnsight wrapper), or an object with a ``.model`` (a Tracr task)."""
-    from .models.adapters import _underlying, get_adapter
+    (``hidden_size``/``n_embd``/``d_model``) or the module's ``d_model`` (Tracr). ``model``: a torch module, a
+    :class:`~circuitkit.runtime.loading.LoadedModel`, an nnsight model or a Tracr task
+    (:func:`circuitkit.runtime.loading.module_of`)."""
+    from .models.adapters import get_adapter
+    from .runtime.loading import module_of
 
-    target = model
-    if not hasattr(model, "config") and hasattr(model, "model") and not hasattr(model, "_module"):
-        target = model.model  # TracrTask
-    ad = get_adapter(target)
-    module = _underlying(target)
+    module = module_of(model)
+    ad = get_adapter(module)
     config = getattr(module, "config", None)
     d_model = None
     for attr in ("hidden_size", "n_embd", "d_model"):
@@ -595,7 +594,8 @@ def to_neuronpedia(
     only nodes with an edge, plus every target, are written (``include_isolated=True``: all). Other component
     nodes (``L3.MLP``) are refused: use :func:`to_mib` for component circuits.
 
-    ``layer`` is the site's block index (``layers={site: int}`` overrides it; two sites of one block, e.g.
+    ``layer`` is the site's block index (``embed`` features: -1; ``out`` features: ``n_layers``;
+    ``layers={site: int}`` overrides it; two sites of one block, e.g.
     ``L3.MLP`` and ``L3.resid_post``, need it, since node ids are ``"{layer}_{feature}_{ctx_idx}"``).
     ``ctx_idx`` is the token position the circuit describes (default the last token); circuitkit circuits are
     fitted over a prompt set at one position, so ``prompt``/``tokens`` are the prompt shown and links carry the
