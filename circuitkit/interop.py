@@ -69,6 +69,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -390,7 +391,8 @@ def load_mib(path_or_dict: str | Path | Mapping[str, Any], *, in_graph_only: boo
 
     q/k/v edges into one head merge into one edge (module docstring). The edge table has columns
     ``source, target, weight, score, in_graph, qkv``; edges with score 0 outside the graph are dropped
-    (``in_graph_only=True`` keeps only in-graph edges). Nodes are every component of the cfg's model;
+    (``in_graph_only=True`` keeps only in-graph edges). Nodes are every component of the cfg's model, with a
+    ``mib_score`` column when the file has node scores; neuron-level masks are dropped with a warning;
     ``meta["mib_cfg"]`` holds the cfg.
     """
     doc: Any = path_or_dict
@@ -413,11 +415,14 @@ def load_mib(path_or_dict: str | Path | Mapping[str, Any], *, in_graph_only: boo
         raise ValueError(f"not a MIB circuit: no 'cfg' key (keys: {sorted(doc)[:8]})")
     cfg = check_mib_cfg(doc["cfg"])
     raw = _pt_edges(doc) if "edges_scores" in doc else _json_edges(doc)
+    neuron_level = "neurons_in_graph" in doc or "neurons_scores" in doc
     if "edges_scores" not in doc:
         if not isinstance(doc["nodes"], Mapping):
             raise TypeError(f"MIB 'nodes' must map node names to records, got {type(doc['nodes']).__name__}")
-        for name in doc["nodes"]:
+        for name, rec in doc["nodes"].items():
             mib_to_site(name)  # names the valid forms
+            if isinstance(rec, Mapping) and ("neurons" in rec or "neurons_scores" in rec):
+                neuron_level = True
     valid = {n: (u, v) for u, v in mib_candidate_edges(cfg) for n in _mib_edge_names(u, v)}
     merged: dict[Edge, dict[str, Any]] = {}
     for name, (score, ig) in raw.items():
@@ -454,9 +459,27 @@ def load_mib(path_or_dict: str | Path | Mapping[str, Any], *, in_graph_only: boo
     cols = ["source", "target", "weight", "score", "in_graph", "qkv"]
     edges = pd.DataFrame(rows, columns=cols)
     edges["in_graph"] = edges["in_graph"].astype(bool)
+    if neuron_level:
+        warnings.warn("this MIB circuit has neuron-level masks (neurons / neurons_scores); circuitkit circuits are "
+                      "component level, so they are dropped on import", UserWarning, stacklevel=2)
     sites = component_sites(cfg["n_layers"], cfg["n_heads"])
     nodes = pd.DataFrame({"node": sites, "site": sites, "kind": "site"})
+    node_scores = _node_scores(doc, cfg)
+    if node_scores is not None:
+        nodes["mib_score"] = [node_scores.get(site_to_mib(s), math.nan) for s in sites]
     return Circuit(nodes, edges, None, {"method": "mib", "mib_cfg": cfg})
+
+
+def _node_scores(doc: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, float] | None:
+    """MIB node scores (JSON ``nodes[name]["score"]`` or ``.pt`` ``nodes_scores``), or None without any."""
+    if "nodes_scores" in doc and doc["nodes_scores"] is not None:
+        src, _ = _src_dst_nodes(cfg)
+        vals = doc["nodes_scores"].detach().cpu().double().numpy().tolist()
+        return dict(zip(src, vals))
+    if "edges_scores" in doc:
+        return None
+    got = {n: float(r["score"]) for n, r in doc["nodes"].items() if isinstance(r, Mapping) and "score" in r}
+    return got or None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -504,7 +527,7 @@ def rollup(circuit: Circuit, *, rule: Literal["max", "sum"] = "max",
     ``B``. ``rule="max"``: ``score`` is the largest of their scores and ``weight`` the weight of that edge;
     ``rule="sum"``: ``score`` is the sum of their scores and ``weight`` the sum of their weights. Edges that
     map inside one component (``A == B``) are dropped. An edge whose mapped endpoints are not in computation
-    order (``A`` not before ``B``) raises. The result's nodes are the components of every node of the input that
+    order (``A`` not before ``B``) raises. The regularisation path is not rolled up. The result's nodes are the components of every node of the input that
     maps (isolated ones included; an unmappable node without edges is left out), in computation order; ``meta`` records ``rollup_rule`` and ``rollup_residual``.
     """
     if rule not in ("max", "sum"):

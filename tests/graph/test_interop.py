@@ -147,6 +147,13 @@ def test_qkv_edges_into_one_head_merge_on_import():
     assert (r["weight"], bool(r["in_graph"]), r["qkv"]) == (0.5, False, "q")
     assert len(c.edges) == 3
     assert len(load_mib(doc, in_graph_only=True).edges) == 2
+    assert "mib_score" not in c.nodes
+    doc["nodes"]["m0"]["score"] = 0.5  # optional node scores (EAP-IG node_scores=True) come along
+    doc["nodes"]["input"]["neurons"] = [True] * CFG["d_model"]
+    with pytest.warns(UserWarning, match="neuron-level masks"):
+        scored = load_mib(doc)
+    assert scored.nodes.set_index("node").loc["L0.MLP", "mib_score"] == 0.5
+    assert np.isnan(scored.nodes.set_index("node").loc["L1.MLP", "mib_score"])
     # a qkv column is honoured on export
     qk = Circuit(c.nodes, pd.DataFrame({"source": ["embed"], "target": ["L0.H0"], "weight": [1.5], "qkv": ["qk"]}))
     e = to_mib(qk, cfg=CFG)["edges"]
