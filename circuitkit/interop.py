@@ -26,10 +26,13 @@ with ``parallel_attn_mlp`` a layer's heads do not feed its own MLP), so a 2-laye
 46 edges.
 
 **Mapping rule (export).** CircuitLasso regresses a head's *output* on earlier components and does not tell
-the query, key and value paths apart. A circuitkit edge ``u -> L{l}.H{h}`` is therefore exported as the
-``<v>`` edge (value path: what the head copies), and the ``<q>``/``<k>`` edges get score 0 and
-``in_graph`` False, unless the circuit's edge table has a ``qkv`` column (a string of letters from ``"qkv"``,
-e.g. ``"v"`` or ``"qk"``), in which case the edge is written to each listed letter. An edge's MIB ``score``
+the query, key and value paths apart. By default (``qkv="v"``) a circuitkit edge ``u -> L{l}.H{h}`` is
+exported as the ``<v>`` edge (the path through which the head's output depends linearly on its input; q and k
+act through the attention pattern), and the ``<q>``/``<k>`` edges get score 0 and ``in_graph`` False. A
+``qkv`` column in the circuit's edge table (a string of letters from ``"qkv"``, e.g. ``"v"`` or ``"qk"``)
+overrides this per edge; the ``qkv=`` argument sets the letters for edges without one. Pitfall: circuitkit's
+own edge ablation (:mod:`circuitkit.faithfulness`) patches a head's whole input copy of the residual, i.e. q,
+k and v together; to have MIB keep the same paths, export with ``qkv="qkv"``. An edge's MIB ``score``
 is its ranking score with the sign of its weight (``sign(weight) * score``), so MIB's ranking by ``|score|``
 is circuitkit's ranking. ``in_graph`` is True for the circuit's edges (``k=`` keeps only the ``k``
 highest-scoring ones; an ``in_graph`` column, as :func:`load_mib` writes, is used when present). Candidate
@@ -230,9 +233,9 @@ def _src_dst_nodes(cfg: Mapping[str, Any]) -> tuple[list[str], list[str]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _letters(x: Any) -> str:
+def _letters(x: Any, default: str = "v") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)) or x == "":
-        return "v"
+        return default
     s = str(x)
     if not s or any(c not in QKV for c in s):
         raise ValueError(f"qkv column values must be letters from 'qkv' (e.g. 'v', 'qk'), got {x!r}")
@@ -253,8 +256,10 @@ def _check_circuit_against_cfg(circuit: Circuit, cfg: Mapping[str, Any]) -> None
             raise ValueError(f"node {node!r} is head {p.head} but cfg has n_heads={nh}")
 
 
-def _mib_edges(circuit: Circuit, cfg: Mapping[str, Any], k: int | None) -> dict[Edge, tuple[float, bool, str]]:
+def _mib_edges(circuit: Circuit, cfg: Mapping[str, Any], k: int | None,
+               qkv: str = "v") -> dict[Edge, tuple[float, bool, str]]:
     """(u, v) -> (signed score, in_graph, qkv letters) for the circuit's edges."""
+    default = _letters(qkv)
     _check_circuit_against_cfg(circuit, cfg)
     cands = set(mib_candidate_edges(cfg))
     e = circuit.edges
@@ -280,19 +285,21 @@ def _mib_edges(circuit: Circuit, cfg: Mapping[str, Any], k: int | None) -> dict[
             ig = bool(rec["in_graph"]) if has_ig else True
         w, s = float(rec["weight"]), float(rec["score"])
         signed = -s if w < 0 else s
-        out[(u, v)] = (signed, ig, _letters(rec["qkv"]) if has_qkv else "v")
+        out[(u, v)] = (signed, ig, _letters(rec["qkv"], default) if has_qkv else default)
     return out
 
 
-def to_mib(circuit: Circuit, *, cfg: Any, k: int | None = None) -> dict[str, Any]:
+def to_mib(circuit: Circuit, *, cfg: Any, k: int | None = None, qkv: str = "v") -> dict[str, Any]:
     """The circuit as MIB's circuit JSON dict (``{"cfg", "nodes", "edges"}``; mapping rule in the module docstring).
 
     ``cfg``: a dict with ``n_layers, n_heads, parallel_attn_mlp, d_model``, or a model (:func:`mib_cfg`).
     ``k``: if given, only the ``k`` highest-scoring circuit edges are ``in_graph`` (the others keep their
     scores); otherwise every edge of the circuit is (or its ``in_graph`` column decides).
+    ``qkv``: the head inputs (letters of ``"qkv"``) an edge into a head is written to, for edges without a
+    ``qkv`` column value.
     """
     cfg = _resolve_cfg(cfg)
-    ours = _mib_edges(circuit, cfg, k)
+    ours = _mib_edges(circuit, cfg, k, qkv)
     edges: dict[str, dict[str, Any]] = {}
     touched: set[str] = set()
     for u, v in mib_candidate_edges(cfg):
@@ -309,11 +316,12 @@ def to_mib(circuit: Circuit, *, cfg: Any, k: int | None = None) -> dict[str, Any
     return {"cfg": dict(cfg), "nodes": nodes, "edges": edges}
 
 
-def to_mib_pt(circuit: Circuit, *, cfg: Any, k: int | None = None) -> dict[str, Any]:
-    """The circuit as the tensors of MIB's ``.pt`` file (layout and orientation in the module docstring)."""
+def to_mib_pt(circuit: Circuit, *, cfg: Any, k: int | None = None, qkv: str = "v") -> dict[str, Any]:
+    """The circuit as the tensors of MIB's ``.pt`` file (layout and orientation in the module docstring;
+    arguments as :func:`to_mib`)."""
     import torch
 
-    doc = to_mib(circuit, cfg=cfg, k=k)
+    doc = to_mib(circuit, cfg=cfg, k=k, qkv=qkv)
     cfg = doc["cfg"]
     src, dst = _src_dst_nodes(cfg)
     si = {n: i for i, n in enumerate(src)}
@@ -330,18 +338,19 @@ def to_mib_pt(circuit: Circuit, *, cfg: Any, k: int | None = None) -> dict[str, 
 
 
 def save_mib(circuit: Circuit, path: str | Path, *, cfg: Any, format: Literal["json", "pt"] = "json",
-             k: int | None = None) -> Path:
-    """Write the circuit as a MIB circuit file (``format="json"`` or ``"pt"``); returns the path."""
+             k: int | None = None, qkv: str = "v") -> Path:
+    """Write the circuit as a MIB circuit file (``format="json"`` or ``"pt"``; ``k``/``qkv`` as :func:`to_mib`);
+    returns the path."""
     if format not in MIB_FORMATS:
         raise ValueError(f"format must be one of {list(MIB_FORMATS)}, got {format!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if format == "json":
-        path.write_text(json.dumps(to_mib(circuit, cfg=cfg, k=k)))
+        path.write_text(json.dumps(to_mib(circuit, cfg=cfg, k=k, qkv=qkv)))
     else:
         import torch
 
-        torch.save(to_mib_pt(circuit, cfg=cfg, k=k), str(path))
+        torch.save(to_mib_pt(circuit, cfg=cfg, k=k, qkv=qkv), str(path))
     return path
 
 

@@ -159,6 +159,13 @@ def test_qkv_edges_into_one_head_merge_on_import():
     e = to_mib(qk, cfg=CFG)["edges"]
     assert e["input->a0.h0<q>"] == e["input->a0.h0<k>"] == {"score": 1.5, "in_graph": True}
     assert e["input->a0.h0<v>"] == {"score": 0.0, "in_graph": False}
+    # qkv= sets the letters for every head edge without a column value (circuitkit's own ablation: all three)
+    allq = to_mib(_circuit(), cfg=CFG, qkv="qkv")["edges"]
+    assert allq["m0->a1.h0<q>"] == allq["m0->a1.h0<k>"] == allq["m0->a1.h0<v>"] == {"score": 1.25, "in_graph": True}
+    back = load_mib(to_mib(_circuit(), cfg=CFG, qkv="qkv")).edges.set_index(["source", "target"])
+    assert back.loc[("L0.MLP", "L1.H0"), "qkv"] == "qkv"
+    with pytest.raises(ValueError, match="letters from 'qkv'"):
+        to_mib(_circuit(), cfg=CFG, qkv="x")
 
 
 def test_bad_inputs_name_the_value_and_the_valid_forms():
