@@ -66,6 +66,17 @@ def _n_mib_edges(n_layers: int, n_heads: int, parallel: bool) -> int:
     return n + upstream
 
 
+def _mib_edge_names(n_layers: int, n_heads: int, parallel: bool) -> set[str]:
+    """MIB's edge names written out from the architecture (EAP-IG Graph.from_model's construction)."""
+    names, stream = set(), ["input"]
+    for layer in range(n_layers):
+        heads = [f"a{layer}.h{h}" for h in range(n_heads)]
+        names |= {f"{u}->{a}<{x}>" for u in stream for a in heads for x in "qkv"}
+        names |= {f"{u}->m{layer}" for u in (stream if parallel else stream + heads)}
+        stream = stream + heads + [f"m{layer}"]
+    return names | {f"{u}->logits" for u in stream}
+
+
 def _circuit():
     edges = [("embed", "L0.H1", 0.5), ("L0.H1", "L0.MLP", -2.0), ("L0.MLP", "L1.H0", 1.25),
              ("embed", "out", 0.75), ("L1.H0", "out", 3.0), ("L0.H0", "L1.MLP", -0.125)]
@@ -83,6 +94,10 @@ def test_every_candidate_edge_is_listed_with_the_published_keys():
     assert all(set(r) == MIB_EDGE for r in doc["edges"].values())
     assert set(doc["nodes"]) == {"input", "a0.h0", "a0.h1", "m0", "a1.h0", "a1.h1", "m1", "logits"}
     assert len(doc["edges"]) == _n_mib_edges(2, 2, False) == 46
+    for nl, nh, par in ((2, 2, False), (3, 4, True), (1, 1, False)):
+        cfg = {"n_layers": nl, "n_heads": nh, "parallel_attn_mlp": par, "d_model": 8}
+        names = set(to_mib(Circuit.from_edges([("embed", "out", 1.0)]), cfg=cfg)["edges"])
+        assert names == _mib_edge_names(nl, nh, par) and len(names) == _n_mib_edges(nl, nh, par)
     # the candidate set is circuitkit's own (evaluate.candidate_edges over the component sites)
     assert set(mib_candidate_edges(CFG)) == set(candidate_edges(component_sites(2, 2)))
     par = {**CFG, "parallel_attn_mlp": True}
