@@ -536,8 +536,9 @@ def rollup(circuit: Circuit, *, rule: Literal["max", "sum"] = "max",
     ``B``. ``rule="max"``: ``score`` is the largest of their scores and ``weight`` the weight of that edge;
     ``rule="sum"``: ``score`` is the sum of their scores and ``weight`` the sum of their weights. Edges that
     map inside one component (``A == B``) are dropped. An edge whose mapped endpoints are not in computation
-    order (``A`` not before ``B``) raises. The regularisation path is not rolled up. The result's nodes are the components of every node of the input that
-    maps (isolated ones included; an unmappable node without edges is left out), in computation order; ``meta`` records ``rollup_rule`` and ``rollup_residual``.
+    order (``A`` not before ``B``) raises. The regularisation path is not rolled up. The result's nodes are
+    the components of every node of the input that maps (isolated ones included; an unmappable node without
+    edges is left out), in computation order; ``meta`` records ``rollup_rule`` and ``rollup_residual``.
     """
     if rule not in ("max", "sum"):
         raise ValueError(f"rule must be 'max' or 'sum', got {rule!r}")
