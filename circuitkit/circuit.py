@@ -27,6 +27,11 @@ Path
 ----
 ``path`` (optional) holds the edges at every regularisation strength of the fit, with an ``alpha``
 column, so a different sparsity can be read with :meth:`Circuit.at` without refitting.
+
+Formats
+-------
+:meth:`Circuit.save`/:meth:`Circuit.load` (versioned JSON), :meth:`Circuit.to_graphml`; MIB circuit JSON / ``.pt``
+and the Neuronpedia graph JSON are in :mod:`circuitkit.interop`.
 """
 
 from __future__ import annotations
