@@ -535,7 +535,7 @@ def _means(run: _SFC, chunks: list[tuple], skip_first: int) -> dict[str, _Nodes]
         cnt += float(w.sum())
     if cnt == 0:
         raise ValueError("mean ablation: the reference has no positions after skip_first")
-    return {s: _Nodes((sz[s] / cnt).float(), (se[s] / cnt).float() if s in se else None) for s in sz}
+    return {s: _Nodes(sz[s] / cnt, (se[s] / cnt) if s in se else None) for s in sz}  # float64; cast on use
 
 
 def sfc(model: Any, clean: Any, corrupt: Any = None, *, saes: Any, **params: Any) -> Circuit:
