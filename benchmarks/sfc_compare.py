@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
 import torch
+
+
+def _log(msg: str) -> None:
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
 
 
 def _batches(rows, lengths_of):
@@ -70,6 +76,7 @@ def main() -> None:
     ap.add_argument("--ig", action="store_true", help="also run SFC with integrated gradients (10 steps)")
     ap.add_argument("--lasso-targets", default="all", choices=("all", "y"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--skip-edges", action="store_true", help="time SFC without its edge pass only")
     args = ap.parse_args()
 
     import circuitkit as ck
@@ -119,9 +126,12 @@ def main() -> None:
     rankings: dict[str, list[str]] = {}
     runs = [("sfc", {"method": "attrib"})] + ([("sfc-ig", {"method": "ig", "steps": 10})] if args.ig else [])
     for name, kw in runs:
+        _log(f"{name}: start")
         t = time.perf_counter()
-        circ = sfc_circuit(model, saes, fx, answer=fa, distractor=fd, ablation="mean", **kw)
+        circ = sfc_circuit(model, saes, fx, answer=fa, distractor=fd, ablation="mean", edges=not args.skip_edges,
+                           **kw)
         sec = time.perf_counter() - t
+        _log(f"{name}: {sec:.1f} s, {circ.meta['n_nodes_kept']} nodes kept")
         nodes = circ.nodes[circ.nodes["kind"] == "feature"].sort_values("abs_effect", ascending=False, kind="mergesort")
         rankings[name] = nodes["node"].tolist()
         res["methods"][name] = {"seconds": sec, "n_edges": circ.n_edges, "n_nodes_kept": circ.meta["n_nodes_kept"],
@@ -131,6 +141,7 @@ def main() -> None:
         res["methods"][name]["seconds_nodes_only"] = time.perf_counter() - t
 
     # -- CircuitLasso: capture at the last token, encode, fit the feature graph and y ----------------------
+    _log("circuitlasso: start")
     t = time.perf_counter()
     from circuitkit.runtime.capturing import next_token_logits
 
@@ -148,6 +159,7 @@ def main() -> None:
                                       "targets": args.lasso_targets, "n_ranked": len(rankings["circuitlasso"]),
                                       "mean_y": float(y.mean())}
 
+    _log(f"circuitlasso: {sec:.1f} s")
     rng = np.random.default_rng(0)
     every = [f"{s}/f{i}" for s in sites for i in range(int(saes[s].cfg.d_sae))]
     rankings["random"] = [every[i] for i in rng.permutation(len(every))]
@@ -162,6 +174,7 @@ def main() -> None:
                 row[name] = None
                 continue
             r = feature_faithfulness(model, ex, rk[:n], saes, **eval_kw)
+            _log(f"N={n} {name}: faithfulness {r['faithfulness']:.3f}")
             row[name] = r["faithfulness"]
             row[name + "_completeness"] = r["completeness"]
             res.setdefault("m_full", r["m_full"])
