@@ -378,3 +378,55 @@ def test_bad_inputs_name_the_value_and_the_choices():
         sfc_circuit(model, {"L0.resid_pre": _SAE(d=4)}, ids, **kw)
     with pytest.raises(ValueError, match="unknown discovery method 'sfcc'"):
         discover("sfcc", model, ids)
+
+
+# -- a real architecture: GPT-2 (random weights), padding ---------------------------------------------------
+
+
+class _FloatSAE(_SAE):
+    def __init__(self, d, k, seed):
+        super().__init__(d=d, k=k, seed=seed)
+        self.float()
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=50, n_positions=32,
+                                      bos_token_id=0, eos_token_id=0)).eval()
+
+
+def test_gpt2_edges_decompose_node_effects(gpt2):
+    """On a transformer (attention mixes positions, LayerNorm is nonlinear) the edge identity still holds."""
+    saes = {"L0.resid_post": _FloatSAE(32, 12, seed=1), "L1.resid_post": _FloatSAE(32, 12, seed=2)}
+    ids = torch.randint(1, 50, (4, 6), generator=torch.Generator().manual_seed(1))
+    kw = {"answer": ids[:, 0], "distractor": ids[:, 1]}
+    circ = sfc_circuit(gpt2, saes, ids, node_threshold=0.0, edge_threshold=0.0, **kw)
+    eff = _effects(circ)
+    out = circ.edges.groupby("source")["weight"].sum()
+    nodes = [f"L0.resid_post/f{i}" for i in range(12)] + ["L0.resid_post/err"]
+    for node in nodes:
+        assert out.get(node, 0.0) == pytest.approx(eff[node], abs=1e-4 + 1e-4 * abs(eff[node])), node
+    assert max(abs(eff[n]) for n in nodes) > 1e-2  # not vacuous
+
+
+def test_padded_batch_equals_per_length_batches(gpt2):
+    saes = {"L0.resid_post": _FloatSAE(32, 12, seed=1), "L1.resid_post": _FloatSAE(32, 12, seed=2)}
+    g = torch.Generator().manual_seed(2)
+    short, long_ = torch.randint(1, 50, (2, 4), generator=g), torch.randint(1, 50, (3, 6), generator=g)
+    ans, dis = torch.tensor([1, 2, 3, 4, 5]), torch.tensor([6, 7, 8, 9, 10])
+    padded = torch.cat([torch.cat([short, torch.zeros(2, 2, dtype=torch.long)], 1), long_])
+    mask = torch.cat([torch.cat([torch.ones(2, 4), torch.zeros(2, 2)], 1), torch.ones(3, 6)]).long()
+    kw = {"node_threshold": 0.0, "edge_threshold": 0.0}
+    a = sfc_circuit(gpt2, saes, [short, long_], answer=[ans[:2], ans[2:]], distractor=[dis[:2], dis[2:]], **kw)
+    b = sfc_circuit(gpt2, saes, padded, attention_mask=mask, answer=ans, distractor=dis, **kw)
+    assert a.meta["m_clean"] == pytest.approx(b.meta["m_clean"], abs=1e-5)
+    ea, eb = _effects(a), _effects(b)
+    for node, x in ea.items():
+        if node != "y":
+            assert eb[node] == pytest.approx(x, abs=1e-5), node
+    wa = a.edges.set_index(["source", "target"])["weight"]
+    wb = b.edges.set_index(["source", "target"])["weight"].reindex(wa.index)
+    assert (wa - wb).abs().max() < 1e-5
