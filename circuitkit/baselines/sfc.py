@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -93,6 +94,7 @@ import torch
 from torch import Tensor
 
 from ..circuit import Circuit, error_node, feature_node
+from ..sites import parse_site
 
 logger = logging.getLogger(__name__)
 
@@ -406,6 +408,10 @@ def sfc_circuit(
         raise ValueError("metric='kl' is 0 with a zero gradient at the clean run, so attribution is degenerate; "
                          "valid choices here: ['task', 'logit_diff', 'prob'] or a callable")
     run = _SFC(model, saes, keep_errors=keep_errors, metric=metric_obj)
+    other = [s for s in run.sites if parse_site(s).kind not in ("embed", "resid_pre", "resid_post")]
+    if edges and other:
+        warnings.warn(f"SAE sites {other} are not residual streams: paths that bypass them are not edges, so the "
+                      "edges out of a node need not sum to its effect", UserWarning, stacklevel=2)
     xs = _batches(inputs, "inputs")
     masks = _paired(attention_mask, xs, "attention_mask", ndim=2)
     answers = _paired(answer, xs, "answer", ndim=1)
@@ -444,7 +450,7 @@ def sfc_circuit(
         full, clean = run.record(ids, mk)
         chunk = _Chunk(ids, mk, ans, dis, full, {})
         m_clean += float(metric_obj._per_prompt(full, chunk).double().sum())
-        corrupt = run.record(kid, None)[1] if kid is not None else None
+        corrupt = run.record(kid, mk)[1] if kid is not None else None
         patch = _patch_values(clean, ablation=ablation, means=means, corrupt=corrupt)
         if method == "attrib":
             grads = run.node_grads(ids, mk, chunk)

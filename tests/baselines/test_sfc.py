@@ -430,3 +430,11 @@ def test_padded_batch_equals_per_length_batches(gpt2):
     wa = a.edges.set_index(["source", "target"])["weight"]
     wb = b.edges.set_index(["source", "target"])["weight"].reindex(wa.index)
     assert (wa - wb).abs().max() < 1e-5
+
+
+def test_non_residual_sites_warn_that_edges_are_partial(gpt2):
+    saes = {"L0.MLP": _FloatSAE(32, 12, seed=1), "L1.resid_post": _FloatSAE(32, 12, seed=2)}
+    ids = torch.randint(1, 50, (2, 5), generator=torch.Generator().manual_seed(1))
+    with pytest.warns(UserWarning, match=r"SAE sites \['L0.MLP'\] are not residual streams"):
+        circ = sfc_circuit(gpt2, saes, ids, answer=ids[:, 0], distractor=ids[:, 1], node_threshold=0.0)
+    assert circ.meta["sites"] == ["L0.MLP", "L1.resid_post"]
