@@ -438,3 +438,54 @@ def test_non_residual_sites_warn_that_edges_are_partial(gpt2):
     with pytest.warns(UserWarning, match=r"SAE sites \['L0.MLP'\] are not residual streams"):
         circ = sfc_circuit(gpt2, saes, ids, answer=ids[:, 0], distractor=ids[:, 1], node_threshold=0.0)
     assert circ.meta["sites"] == ["L0.MLP", "L1.resid_post"]
+
+
+def test_toy_lm_attribution_tracks_exact_single_feature_ablation():
+    """On the trained toy LM (one SAE site), SFC's attribution of its top features agrees with their exact mean
+    ablation effects (r = 0.91 over the top 30 on 8 IOI prompts, exact effects from feature_faithfulness; here > 0.8
+    over the top 15, exact effects from a hand loop of forwards)."""
+    import numpy as np
+
+    from circuitkit.datasets.templates import ioi
+    from circuitkit.models.toylm import load_toy_lm, load_toy_saes
+
+    model, tok = load_toy_lm()
+    saes = load_toy_saes(["blocks.2.hook_resid_post"])
+    df = ioi(8, seed=0)
+    enc = [tok(p)["input_ids"] for p in df["prompt"]]
+    groups: dict[int, list[int]] = {}
+    for i, e in enumerate(enc):
+        groups.setdefault(len(e), []).append(i)
+    x = [torch.tensor([enc[i] for i in g]) for g in groups.values()]
+    kw = {"answer": [torch.tensor([tok.convert_tokens_to_ids(df["answer"][i]) for i in g]) for g in groups.values()],
+          "distractor": [torch.tensor([tok.convert_tokens_to_ids(df["distractor"][i]) for i in g])
+                         for g in groups.values()]}
+    circ = sfc_circuit(model, saes, x, edges=False, **kw)
+    top = circ.nodes[circ.nodes["kind"] == "feature"].sort_values("abs_effect", ascending=False).head(15)
+    # exact effects by a hand loop: h -> h - (z_f - mean_f) W_dec[f] at L2.resid_post, one forward per feature
+    from circuitkit.runtime.interventions import Custom, Record
+
+    site, sae = "L2.resid_post", next(iter(saes.values()))
+    with torch.no_grad():
+        zs = []
+        for b in x:
+            with hooked(model, [Record(site)]) as st:
+                model(b)
+            zs.append(sae.encode(st.records[site])[:, 1:])  # positions after BOS
+        mean = torch.cat([z.reshape(-1, z.shape[-1]) for z in zs]).double().mean(0)
+
+        def metric(edits):
+            with hooked(model, edits):
+                return torch.cat([_ld(model(b).logits, {"answer": a, "distractor": d})
+                                  for b, a, d in zip(x, kw["answer"], kw["distractor"])]).mean()
+
+        m_full = metric([])
+        exact = []
+        for f in top["feature"]:
+            def fn(h, f=int(f)):
+                z = sae.encode(h)[..., f:f + 1]
+                return h - (z - mean[f].to(h.dtype)) * sae.W_dec[f]
+
+            exact.append(float(m_full - metric([Custom(site, fn=fn)])))
+    r = np.corrcoef(exact, top["effect"].to_numpy())[0, 1]
+    assert r > 0.8, r
