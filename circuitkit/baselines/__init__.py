@@ -9,7 +9,12 @@ row; observational methods ignore ``corrupt``). Registered names:
   GroupCircuitLasso: one group-Lasso fit per target site over PCA-compressed source sites);
 * ``"eap"``: edge attribution patching;
 * ``"eap-ig"``: EAP with integrated gradients (``steps=``);
-* ``"patching"``: exact edge activation patching (the reference EAP approximates).
+* ``"patching"``: exact edge activation patching (the reference EAP approximates);
+* ``"sfc"``: :func:`circuitkit.baselines.sfc.sfc`, feature-level attribution patching of SAE features and
+  feature edges (Marks et al.'s Sparse Feature Circuits; needs ``saes=`` and, for the default logit-difference
+  metric, ``answer=``/``distractor=``; ``corrupt`` gives the patch values, else mean ablation). It returns a
+  *feature* circuit (nodes ``site/f{i}``, ``site/err``, ``y``); :func:`circuitkit.baselines.sfc.sfc_circuit`
+  is the same with the arguments in SFC's order.
 
 Add one with :func:`register_method`. The modules are imported lazily.
 """
@@ -26,6 +31,7 @@ _BUILTIN = {
     "eap": ("circuitkit.baselines.eap", "eap"),
     "eap-ig": ("circuitkit.baselines.eap", "eap_ig"),
     "patching": ("circuitkit.baselines.eap", "activation_patching"),
+    "sfc": ("circuitkit.baselines.sfc", "sfc"),
 }
 _CUSTOM: dict[str, Callable[..., Any]] = {}
 
