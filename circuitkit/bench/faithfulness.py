@@ -271,8 +271,16 @@ def discover(method: str, model: Any, data: TaskData, *, sites: Sequence[str], i
 
 
 def _subset(data: TaskData, k: int) -> TaskData:
-    f = data.frame.head(k)
-    return TaskData(f, [data.clean[0][:k]], [data.corrupt[0][:k]], [data.answer[0][:k]], [data.distractor[0][:k]])
+    """The first ``k`` prompts in batch order (across length batches when the first is smaller)."""
+    parts: list[list[torch.Tensor]] = [[], [], [], []]
+    left = k
+    for batch in zip(data.clean, data.corrupt, data.answer, data.distractor):
+        if left <= 0:
+            break
+        for p, x in zip(parts, batch):
+            p.append(x[:left])
+        left -= batch[0][:left].shape[0]
+    return TaskData(data.frame.head(k), *parts)
 
 
 def _sites(model: Any, data: TaskData) -> list[str]:

@@ -71,6 +71,15 @@ def test_held_out_prompts_differ_and_corruptions_match(task):
             assert raw.loc[r["prompt"], "io"] not in words and raw.loc[r["prompt"], "s"] not in words
 
 
+def test_subset_spans_length_batches():
+    _, tok = load_toy_lm()
+    d = bench.make_task_data("toylm", tok, "sva", 12, seed=0, split="fit")
+    k = d.clean[0].shape[0] + 1  # one more prompt than the first length batch holds
+    sub = bench._subset(d, k)
+    assert sum(b.shape[0] for b in sub.clean) == k == sum(b.shape[0] for b in sub.answer)
+    assert all(c.shape == x.shape for c, x in zip(sub.clean, sub.corrupt))
+
+
 def test_y_node_becomes_out():
     nodes = ["embed", "L0.H0", "y"]
     circ = Circuit.from_edges([("embed", "L0.H0", 1.0), ("L0.H0", "y", 2.0)], nodes=nodes)
