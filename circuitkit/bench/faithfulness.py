@@ -35,6 +35,10 @@ Protocol (fixed seeds; ``benchmarks/faithfulness.md``):
   (CircuitLasso: the forward for ``y``, the capture and the fit). Each method first runs once on two
   prompts so that imports and first-call costs are not counted.
 
+Cost: CircuitLasso fits one Lasso per site column. That is 2.7k columns on the toy LM (minutes), but
+173k on SmolLM2 (301 sites x 576), which does not finish on CPU (``benchmarks/faithfulness.md``). There
+use ``--methods eap,eap-ig`` or ``--model toylm``.
+
 Run::
 
     python -m circuitkit bench faithfulness --json outputs/faithfulness.json
@@ -213,8 +217,8 @@ def make_task_data(model_name: str, tok: Any, task: str, n: int, *, seed: int, s
 
 
 def logit_diff(model: Any, data: TaskData) -> np.ndarray:
-    """The full model's ``logit[answer] - logit[distractor]`` at the last position, in ``data.frame`` order
-    of the batches (batch by batch, row by row)."""
+    """The full model's ``logit[answer] - logit[distractor]`` at the last position, one value per prompt in
+    batch order (the rows of ``data.clean``, batch by batch)."""
     from ..runtime.loading import module_of
 
     module = module_of(model)
