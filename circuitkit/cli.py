@@ -3,7 +3,8 @@
 Subcommands live in their own modules and are imported only when called:
 
 * ``demo [--out DIR]`` -> :mod:`circuitkit.demo`
-* ``bench NAME [--json PATH]`` -> ``circuitkit.bench.<name>`` (``ground-truth``, ``scale``, ``debias``)
+* ``bench NAME [--json PATH]`` -> ``circuitkit.bench.<name>`` (``ground-truth``, ``scale``, ``debias``,
+  ``faithfulness``)
 * ``run CONFIG`` -> :mod:`circuitkit.recipes`
 
 A bench module exposes ``add_arguments(parser)`` and ``main(args) -> int``; it prints its table and writes
@@ -19,7 +20,8 @@ import re
 import sys
 
 BENCHES = {"ground-truth": "circuitkit.bench.ground_truth", "scale": "circuitkit.bench.scale",
-           "debias": "circuitkit.bench.debias", "capture": "circuitkit.bench.capture"}
+           "debias": "circuitkit.bench.debias", "capture": "circuitkit.bench.capture",
+           "faithfulness": "circuitkit.bench.faithfulness"}
 
 
 def _module(name: str):

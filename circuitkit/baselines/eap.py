@@ -7,7 +7,9 @@ length, and return a :class:`~circuitkit.circuit.Circuit` whose nodes are the si
 
 Metric ``L`` (:func:`circuitkit.runtime.split.task_metric`), per prompt, summed over the output positions
 after BOS: for categorical outputs the log-probability (``log_softmax`` of the output scores) of the
-*clean* run's answer; for numerical outputs the output value.
+*clean* run's answer; for numerical outputs the output value. With ``answer=`` and ``distractor=`` (one
+token id per prompt, paired with ``clean`` like the corrupted prompts) ``L`` is instead the logit difference
+``logit[answer] - logit[distractor]`` at the last position (MIB's IOI metric; categorical outputs only).
 
 * **Exact activation patching** (the reference): for each edge, in the input of ``v`` only, replace u's
   clean contribution by its corrupted one; the per-prompt effect is ``L(clean) - L(patched)``. One
@@ -68,9 +70,43 @@ def _pairs(clean: Any, corrupt: Any) -> list[tuple[Tensor, Tensor]]:
     return list(zip(cb, kb))
 
 
-def _chunks(c: Tensor, k: Tensor, batch_size: int):
+def _chunks(c: Tensor, k: Tensor, batch_size: int, a: Tensor | None = None, d: Tensor | None = None):
     for s in range(0, c.shape[0], batch_size):
-        yield c[s:s + batch_size], k[s:s + batch_size]
+        sl = slice(s, s + batch_size)
+        yield c[sl], k[sl], (None if a is None else a[sl]), (None if d is None else d[sl])
+
+
+def _answer_batches(answer: Any, distractor: Any, pairs: list[tuple[Tensor, Tensor]],
+                    output_kind: str) -> tuple[list, list]:
+    """Per-batch answer / distractor ids (``None`` each when the default task metric is used)."""
+    if answer is None and distractor is None:
+        return [None] * len(pairs), [None] * len(pairs)
+    if answer is None or distractor is None:
+        raise ValueError("the logit-difference metric needs both answer= and distractor= (one token id per prompt)")
+    if output_kind != "categorical":
+        raise ValueError(f"answer=/distractor= need categorical outputs, got output_kind={output_kind!r}")
+    out = []
+    for name, x in (("answer", answer), ("distractor", distractor)):
+        xs = [x] if isinstance(x, Tensor) else list(x) if isinstance(x, (list, tuple)) else None
+        if xs is None or len(xs) != len(pairs) or not all(isinstance(b, Tensor) and b.ndim == 1 for b in xs):
+            raise ValueError(f"{name} must be a [batch] tensor of token ids, or a list of them paired one to one "
+                             f"with the {len(pairs)} clean batches")
+        for i, (b, (c, _k)) in enumerate(zip(xs, pairs)):
+            if b.shape[0] != c.shape[0]:
+                raise ValueError(f"batch {i}: {name} has {b.shape[0]} ids but clean has {c.shape[0]} prompts")
+        out.append([b.long() for b in xs])
+    return out[0], out[1]
+
+
+def _logit_diff(a: Tensor, d: Tensor):
+    """``out -> logit[a] - logit[d]`` at the last position, per prompt (rows repeat ``a``/``d`` if needed)."""
+    def metric(out: Tensor) -> Tensor:
+        last = out[:, -1]
+        reps = last.shape[0] // a.shape[0]
+        aa, dd = a.repeat(reps), d.repeat(reps)
+        rows = torch.arange(last.shape[0], device=last.device)
+        return last[rows, aa] - last[rows, dd]
+    return metric
 
 
 def _resolve_sites(model: Any, sites: Sequence[str] | None, ids: Tensor) -> list[str]:
@@ -94,30 +130,32 @@ def _circuit(sites: list[str], cands: list[tuple[str, str]], signed: np.ndarray,
 
 
 def _attribution(model: Any, clean: Any, corrupt: Any, *, sites: Sequence[str] | None, output_kind: OutputKind,
-                 steps: int, batch_size: int, method: str) -> Circuit:
+                 steps: int, batch_size: int, method: str, answer: Any = None, distractor: Any = None) -> Circuit:
     t0 = time.perf_counter()
     pairs = _pairs(clean, corrupt)
+    answers, distractors = _answer_batches(answer, distractor, pairs, output_kind)
     sites = _resolve_sites(model, sites, pairs[0][0])
     cands = candidate_edges(sites)
     targets_sites = sorted({v for _, v in cands}, key=sites.index)
     signed = np.zeros(len(cands))
     absval = np.zeros(len(cands))
     n = 0
-    for c_all, k_all in pairs:
-        for c, k in _chunks(c_all, k_all, batch_size):
+    for c_all, k_all, a_all, d_all in zip(*zip(*pairs), answers, distractors):
+        for c, k, a, d in _chunks(c_all, k_all, batch_size, a_all, d_all):
             with torch.no_grad():
                 run_c = run_components(model, c)
                 run_k = run_components(model, k)
             tgt = answer_targets(run_c.outputs["out"], output_kind=output_kind)
+            metric = None if a is None else _logit_diff(a, d)
             if steps == 0:  # plain EAP: gradient at the clean point
                 grads = input_gradients(model, embed=run_c.outputs["embed"], targets=tgt, output_kind=output_kind,
-                                        target_sites=targets_sites)
+                                        target_sites=targets_sites, metric=metric)
             else:
                 e_c, e_k = run_c.outputs["embed"], run_k.outputs["embed"]
                 alphas = torch.arange(1, steps + 1, dtype=e_c.dtype) / steps
                 emb = torch.cat([e_k + a * (e_c - e_k) for a in alphas], dim=0)
                 g = input_gradients(model, embed=emb, targets=tgt.repeat(steps, *([1] * (tgt.ndim - 1))),
-                                    output_kind=output_kind, target_sites=targets_sites)
+                                    output_kind=output_kind, target_sites=targets_sites, metric=metric)
                 grads = {v: gv.reshape(steps, c.shape[0], *gv.shape[1:]).mean(0) for v, gv in g.items()}
             delta = {u: (run_c.outputs[u] - run_k.outputs[u]) for u in sites if u != "out"}
             for i, (u, v) in enumerate(cands):
@@ -126,25 +164,30 @@ def _attribution(model: Any, clean: Any, corrupt: Any, *, sites: Sequence[str] |
                 absval[i] += np.abs(per).sum()
             n += c.shape[0]
     meta = {"method": method, "output_kind": output_kind, "n_prompts": n, "ig_steps": steps,
+            "metric": "task" if answers[0] is None else "logit_diff",
             "seconds": time.perf_counter() - t0, "score": "mean |per-prompt attribution|"}
     return _circuit(sites, cands, signed, absval, n, meta)
 
 
 def eap(model: Any, clean: Any, corrupt: Any, *, sites: Sequence[str] | None = None,
-        output_kind: OutputKind = "categorical", batch_size: int = 256) -> Circuit:
+        output_kind: OutputKind = "categorical", batch_size: int = 256, answer: Any = None,
+        distractor: Any = None) -> Circuit:
     """Edge attribution patching (module docstring). ``clean``/``corrupt``: ``[batch, pos]`` token ids or
-    lists of such batches (one per length), paired row by row."""
+    lists of such batches (one per length), paired row by row; ``answer``/``distractor``: the logit-difference
+    metric's token ids, batched like ``clean`` (default: the task metric)."""
     return _attribution(model, clean, corrupt, sites=sites, output_kind=output_kind, steps=0,
-                        batch_size=batch_size, method="eap")
+                        batch_size=batch_size, method="eap", answer=answer, distractor=distractor)
 
 
 def eap_ig(model: Any, clean: Any, corrupt: Any, *, steps: int = 8, sites: Sequence[str] | None = None,
-           output_kind: OutputKind = "categorical", batch_size: int = 256) -> Circuit:
-    """EAP with integrated gradients over ``steps`` points between the corrupted and clean embeddings."""
+           output_kind: OutputKind = "categorical", batch_size: int = 256, answer: Any = None,
+           distractor: Any = None) -> Circuit:
+    """EAP with integrated gradients over ``steps`` points between the corrupted and clean embeddings
+    (``answer``/``distractor``: as :func:`eap`)."""
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     return _attribution(model, clean, corrupt, sites=sites, output_kind=output_kind, steps=steps,
-                        batch_size=batch_size, method="eap-ig")
+                        batch_size=batch_size, method="eap-ig", answer=answer, distractor=distractor)
 
 
 def activation_patching(model: Any, clean: Any, corrupt: Any, *, sites: Sequence[str] | None = None,
@@ -159,7 +202,7 @@ def activation_patching(model: Any, clean: Any, corrupt: Any, *, sites: Sequence
     n = 0
     with torch.no_grad():
         for c_all, k_all in pairs:
-            for c, k in _chunks(c_all, k_all, batch_size):
+            for c, k, _a, _d in _chunks(c_all, k_all, batch_size):
                 run_c = run_components(model, c)
                 run_k = run_components(model, k)
                 tgt = answer_targets(run_c.outputs["out"], output_kind=output_kind)

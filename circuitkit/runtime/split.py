@@ -35,7 +35,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -308,12 +308,20 @@ def input_gradients(
     output_kind: Literal["categorical", "numerical"],
     target_sites: list[str],
     skip_first: int = 1,
+    metric: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, Float[Tensor, "batch pos d_model"]]:
-    """``dL/d(input of v)`` for every site in ``target_sites`` (one forward + one backward)."""
+    """``dL/d(input of v)`` for every site in ``target_sites`` (one forward + one backward).
+
+    ``L`` is :func:`task_metric` of ``targets``, or ``metric(out)`` (a ``[batch]`` tensor from the output
+    ``[batch, pos, n_out]``; then ``targets`` is unused) when given, summed over the batch.
+    """
     with torch.enable_grad():
         e = embed.detach().clone().requires_grad_(True)
         run = run_components(model, embed=e, split_inputs=True)
-        loss = task_metric(run.outputs["out"], targets, output_kind=output_kind, skip_first=skip_first).sum()
+        if metric is None:
+            loss = task_metric(run.outputs["out"], targets, output_kind=output_kind, skip_first=skip_first).sum()
+        else:
+            loss = metric(run.outputs["out"]).sum()
         loss.backward()
     grads = {}
     for v in target_sites:

@@ -9,12 +9,12 @@ from conftest import _reference_component_outputs as component_outputs
 from scipy.stats import spearmanr
 
 from circuitkit.baselines import available_methods, discover, get_method
+from circuitkit.evaluate import candidate_edges, edge_scores
 from circuitkit.models.interpbench import (
     hook_to_component,
     load_interpbench_case,
     parse_interpbench_edges,
 )
-from circuitkit.evaluate import candidate_edges, edge_scores
 from circuitkit.models.tracr import TracrTransformer, load_tracr_task
 from circuitkit.runtime.split import run_components
 
@@ -85,6 +85,38 @@ def test_eap_equals_patching_on_a_linear_toy():
         np.testing.assert_allclose(_weights_of(circ, cands), _weights_of(ref, cands), atol=tol, rtol=0)
         np.testing.assert_allclose(_scores(circ, cands), _scores(ref, cands), atol=tol, rtol=0)
     assert np.abs(_weights_of(ref, cands)).max() > 1e-2  # not a vacuous comparison
+
+
+def test_eap_logit_difference_metric_equals_hand_patching_on_a_linear_toy():
+    """With answer=/distractor= the metric is logit[a] - logit[d] at the last position, linear on the linear toy:
+    EAP and EAP-IG equal the mean drop of that logit difference when u's clean contribution to v's input is
+    replaced by its corrupted one (computed here by hand with run_components)."""
+    model = _toy(linear=True, n_out=3)
+    sites = ["embed", "L0.H0", "L0.H1", "L0.MLP", "L1.H0", "L1.H1", "L1.MLP", "out"]
+    g = torch.Generator().manual_seed(3)
+    clean, corrupt = torch.randint(0, 5, (12, 5), generator=g), torch.randint(0, 5, (12, 5), generator=g)
+    ans = torch.randint(0, 3, (12,), generator=g)
+    dis = (ans + 1 + torch.randint(0, 2, (12,), generator=g)) % 3
+    rows = torch.arange(12)
+
+    def ld(out):
+        return (out[rows, -1, ans] - out[rows, -1, dis]).double()
+
+    cands = candidate_edges(sites)
+    with torch.no_grad():
+        run_c, run_k = run_components(model, clean), run_components(model, corrupt)
+        ref = np.array([float((ld(run_c.outputs["out"]) - ld(run_components(
+            model, clean, patch={v: {u: run_k.outputs[u]}}).outputs["out"])).mean()) for u, v in cands])
+    tol = 1e-6 * np.abs(ref).max()
+    for method, extra in (("eap", {}), ("eap-ig", {"steps": 3})):
+        circ = discover(method, model, clean, corrupt, sites=sites, answer=ans, distractor=dis, batch_size=5, **extra)
+        np.testing.assert_allclose(_weights_of(circ, cands), ref, atol=tol, rtol=0)
+        assert circ.meta["metric"] == "logit_diff"
+    assert np.abs(ref).max() > 1e-2
+    with pytest.raises(ValueError, match="both answer= and distractor="):
+        discover("eap", model, clean, corrupt, sites=sites, answer=ans)
+    with pytest.raises(ValueError, match="answer has 11 ids"):
+        discover("eap", model, clean, corrupt, sites=sites, answer=ans[:11], distractor=dis[:11])
 
 
 def test_eap_correlates_with_patching_on_nonlinear_models():
