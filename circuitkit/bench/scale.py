@@ -90,8 +90,17 @@ NEG_FRAC = 0.0
 
 
 def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: float = 5.0,
-              min_parent_rows: int = MIN_PARENT_ROWS, neg_frac: float = NEG_FRAC):
+              min_parent_rows: int = MIN_PARENT_ROWS, neg_frac: float = NEG_FRAC, inhibitory: float = 0.0,
+              encoder_bias: float = 0.0):
     """Synthetic SAE codes of two sites with a planted sparse map (module docstring).
+
+    ``inhibitory``: the fraction of targets with a planted (excitatory) parent that also get one inhibitory
+    parent, weight in [-1.5, -0.5], drawn among the eligible sources like the excitatory parents (uniformly).
+    An inhibitor changes its target only where the target is otherwise on, so with SAE-sparse sources most
+    are exercised in few rows (:func:`exercised_rows` counts them). ``encoder_bias`` (<= 0): added
+    to every target's pre-activation, as an SAE encoder's negative bias: weak drive does not fire the
+    target. (It is added where the target has drive; elsewhere the pre-activation is 0 and ``relu(b) = 0``,
+    so this is exact.) With both at 0 the data are exactly those of the earlier generator.
 
     Planted parents are drawn only among sources active in at least ``min_parent_rows`` of the ``M`` rows:
     an edge whose parent is (almost) never active is not exercised by the data and cannot be recovered by
@@ -104,6 +113,11 @@ def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: f
         raise ValueError(f"need D >= 2 and M >= 2, got D={D}, M={M}")
     if isinstance(neg_frac, bool) or not isinstance(neg_frac, (int, float)) or not 0 <= neg_frac < 1:
         raise ValueError(f"neg_frac must be a float in [0, 1), got {neg_frac!r}")
+    if isinstance(inhibitory, bool) or not isinstance(inhibitory, (int, float)) or not 0 <= inhibitory <= 1:
+        raise ValueError(f"inhibitory must be a fraction in [0, 1], got {inhibitory!r}")
+    if isinstance(encoder_bias, bool) or not isinstance(encoder_bias, (int, float)) or not (
+            np.isfinite(encoder_bias) and encoder_bias <= 0):
+        raise ValueError(f"encoder_bias must be a finite number <= 0 (an SAE encoder's threshold), got {encoder_bias!r}")
     if not isinstance(min_parent_rows, (int, np.integer)) or min_parent_rows < 1:
         raise ValueError(f"min_parent_rows must be a positive int, got {min_parent_rows!r}")
     rng = np.random.default_rng(seed)
@@ -128,10 +142,18 @@ def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: f
     tgt = np.repeat(np.arange(D), k)
     src = rng.choice(eligible, size=tgt.size)
     wt = rng.uniform(0.5, 1.5, size=tgt.size) * np.where(rng.random(tgt.size) < 1 - neg_frac, 1, -1)
+    if inhibitory > 0:
+        driven = np.unique(tgt[wt > 0])
+        inh_t = driven[rng.random(driven.size) < inhibitory]
+        inh_s = rng.choice(eligible, size=inh_t.size)
+        src, tgt = np.concatenate([src, inh_s]), np.concatenate([tgt, inh_t])
+        wt = np.concatenate([wt, -rng.uniform(0.5, 1.5, size=inh_t.size)])
     A = sp.csr_matrix((wt, (src, tgt)), shape=(D, D))
     A.sum_duplicates()
     pre = (Zs @ A).tocsr()
     pre.data = pre.data * (1 + 0.2 * rng.standard_normal(pre.data.size)) + 0.05 * rng.standard_normal(pre.data.size)
+    if encoder_bias:
+        pre.data = pre.data + float(encoder_bias)
     ns = rng.poisson(spontaneous * M)
     noise = sp.csr_matrix((rng.lognormal(0, 0.5, ns), (rng.integers(0, M, ns), rng.integers(0, D, ns))),
                           shape=(M, D))
@@ -308,12 +330,12 @@ class PeakRSS:
 
 
 def fit_fast(Zs, Zt, *, n_alphas: int = 16, alpha_min_ratio: float = 1e-2, tol: float = 1e-6, n_jobs: int = 2,
-             ebic_gamma: float = 0.5) -> dict:
+             ebic_gamma: float = 0.5, target_rows: str = "all") -> dict:
     """CircuitLasso on one layer pair (``Features.from_csr``: sources ``L0.resid_post``, targets
     ``L1.resid_post``; the fast solver, per-target eBIC, no error nodes); returns the timing, the grid and the
     path/selected matrices (``[targets, sources]`` in the original feature indices) read off the fitted
     estimator (:meth:`CircuitLasso.path_arrays`, ``coef_``). ``rows_per_edge=1``: the benchmark measures the
-    selection rule without the rare-target support cap."""
+    selection rule without the rare-target support cap. ``target_rows``: as ``CircuitLasso(target_rows=...)``."""
     from ..features import Features
     from ..fit.lasso import CircuitLasso
 
@@ -321,7 +343,7 @@ def fit_fast(Zs, Zt, *, n_alphas: int = 16, alpha_min_ratio: float = 1e-2, tol: 
     feats = Features.from_csr({"L0.resid_post": sp.csr_matrix(Zs), "L1.resid_post": sp.csr_matrix(Zt)})
     est = CircuitLasso(n_alphas=n_alphas, alpha_min_ratio=alpha_min_ratio, tol=tol, n_jobs=n_jobs,
                        ebic_gamma=ebic_gamma, solver="fast", include_errors=False, rows_per_edge=1,
-                       progress=False)
+                       progress=False, target_rows=target_rows)
     t0 = time.perf_counter()
     est.fit(feats)
     seconds = time.perf_counter() - t0
@@ -503,12 +525,40 @@ def add_arguments(parser) -> None:
     parser.add_argument("--neg-frac", type=float, default=NEG_FRAC,
                         help="fraction of planted edges with negative weight (default 0: only identifiable, "
                              "excitatory edges; 0.15 is the earlier generator)")
+    parser.add_argument("--inhibitory", type=float, default=0.0,
+                        help="fraction of driven targets that get one inhibitory parent (make_pair; default 0)")
+    parser.add_argument("--encoder-bias", type=float, default=0.0,
+                        help="bias (<= 0) added to every target's pre-activation, like an SAE encoder's (default 0)")
+    parser.add_argument("--target-rows", nargs="+", default=["all"], choices=["all", "reachable"],
+                        help="CircuitLasso target_rows for the fast fit; several give one record each "
+                             "(default: all)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive celer loop")
     parser.add_argument("--no-capture", action="store_true", help="skip the capture measurements")
     parser.add_argument("--no-fits", action="store_true", help="skip the solver fits (capture only)")
     parser.add_argument("--capture-sizes", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"),
                         help="prompts (16 tokens each) for the two streaming-capture sizes (default 1024 4096; "
                              "--quick: 256 1024)")
     parser.add_argument("--quick", action="store_true", help="D=4096, fewer naive targets, small capture")
+
+
+def sign_recall(selected: sp.csr_matrix, A: sp.spmatrix, exercised: np.ndarray | None = None,
+                min_rows: int = 1) -> dict:
+    """Recall of the planted edges by the selected circuit, counting an edge as found only when its selected
+    coefficient has the planted sign; separately for negative (inhibitory) and positive planted edges, and for
+    the negative edges exercised in at least ``min_rows`` rows (``exercised``: :func:`exercised_rows` counts,
+    in the order of ``A`` as COO). ``selected`` is ``[targets, sources]``, ``A`` is ``[sources, targets]``."""
+    E = sp.coo_matrix(A)
+    got = np.asarray(sp.csr_matrix(selected)[E.col, E.row]).ravel()
+    found = np.sign(got) == np.sign(E.data)
+    neg = E.data < 0
+    out = {"recall_negative": float(found[neg].mean()) if neg.any() else float("nan"),
+           "recall_positive": float(found[~neg].mean()) if (~neg).any() else float("nan"),
+           "n_negative": int(neg.sum())}
+    if exercised is not None:
+        ex = neg & (np.asarray(exercised) >= min_rows)
+        out["recall_negative_exercised"] = float(found[ex].mean()) if ex.any() else float("nan")
+        out["n_negative_exercised"] = int(ex.sum())
+    return out
 
 
 def coef_tiebreak(entry: sp.csr_matrix, last_coefs: sp.spmatrix, live: np.ndarray) -> sp.csr_matrix:
@@ -524,10 +574,19 @@ def coef_tiebreak(entry: sp.csr_matrix, last_coefs: sp.spmatrix, live: np.ndarra
 
 def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, capture_sizes=(1024, 4096),
         n_throughput: int = 512, alpha_min_ratio: float = 1e-2, min_parent_rows: int = MIN_PARENT_ROWS,
-        neg_frac: float = NEG_FRAC, log: Callable[[str], None] = logger.info) -> list[dict]:
+        neg_frac: float = NEG_FRAC, inhibitory: float = 0.0, encoder_bias: float = 0.0,
+        target_rows: tuple[str, ...] = ("all",), naive: bool = True,
+        log: Callable[[str], None] = logger.info) -> list[dict]:
     records: list[dict[str, Any]] = []
     for D in sizes:
-        Zs, Zt, A = make_pair(D, M, seed=0, min_parent_rows=min_parent_rows, neg_frac=neg_frac)
+        Zs, Zt, A = make_pair(D, M, seed=0, min_parent_rows=min_parent_rows, neg_frac=neg_frac,
+                              inhibitory=inhibitory, encoder_bias=encoder_bias)
+        if tuple(target_rows) != ("all",):
+            records.extend(target_rows_records(Zs, Zt, A, D=D, M=M, n_jobs=n_jobs, alpha_min_ratio=alpha_min_ratio,
+                                               target_rows=target_rows, inhibitory=inhibitory,
+                                               encoder_bias=encoder_bias, log=log))
+            if not naive:
+                continue
         elig = parent_eligibility(Zs, min_parent_rows)
         truth = sp.csr_matrix(A.T)  # [targets, sources]
         with PeakRSS() as mem:
@@ -556,6 +615,11 @@ def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, captur
                "planted_negative_frac": float(neg_w.mean()),
                "negative_exercised_frac": float(is_ex[neg_w].mean()) if neg_w.any() else float("nan"),
                "positive_exercised_frac": float(is_ex[~neg_w].mean()) if (~neg_w).any() else float("nan")}
+        if not naive:
+            records.append(rec)
+            log(f"D={D}: fast {rec['seconds']:.1f}s, AUROC {m['auroc']:.3f}, eBIC circuit precision "
+                f"{m['precision_selected']:.3f} recall {m['recall_selected']:.3f}")
+            continue
         log(f"D={D}: fast {rec['seconds']:.1f}s (path {rec['path_s']:.1f}s), peak {rec['peak_mb']:.0f} MB, "
             f"AUROC {m['auroc']:.3f}, precision@|true| {m['precision']:.3f}, eBIC circuit precision "
             f"{m['precision_selected']:.3f} recall {m['recall_selected']:.3f}; parents drawn among sources active "
@@ -606,6 +670,31 @@ def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, captur
     return records
 
 
+def target_rows_records(Zs, Zt, A, *, D: int, M: int, n_jobs: int, alpha_min_ratio: float,
+                        target_rows: tuple[str, ...], inhibitory: float, encoder_bias: float,
+                        log: Callable[[str], None] = logger.info) -> list[dict]:
+    """One record per ``target_rows`` mode: time, precision/recall of the selected (eBIC) circuit, and the recall
+    of planted negative edges (:func:`sign_recall`; all of them, and those exercised in >= 5 rows)."""
+    truth = sp.csr_matrix(A.T)
+    _E, n_ex = exercised_rows(Zs, A)
+    out = []
+    for mode in target_rows:
+        fast = fit_fast(Zs, Zt, n_jobs=n_jobs, alpha_min_ratio=alpha_min_ratio, target_rows=mode)
+        m = edge_metrics(fast["entry"], fast["selected"], truth)
+        sr = sign_recall(fast["selected"], A, n_ex, min_rows=5)
+        rec = {"D": D, "M": M, "method": f"fast target_rows={mode}", "seconds": fast["seconds"], "peak_mb": None,
+               "auroc": m["auroc"], "precision": m["precision"], "extrapolated": False,
+               "precision_selected": m["precision_selected"], "recall_selected": m["recall_selected"],
+               "n_selected": m["n_selected"], "n_true": m["n_true"], "inhibitory": inhibitory,
+               "encoder_bias": encoder_bias, "targets_refit": len(fast["estimator"].reachable_rows_), **sr}
+        out.append(rec)
+        log(f"D={D} target_rows={mode}: {rec['seconds']:.1f}s, {m['n_selected']} edges, precision "
+            f"{m['precision_selected']:.3f}, recall {m['recall_selected']:.3f}; planted negative edges "
+            f"({sr['n_negative']}) recalled with the right sign {sr['recall_negative']:.3f} (exercised in >= 5 rows, "
+            f"{sr['n_negative_exercised']}: {sr['recall_negative_exercised']:.3f}); positive {sr['recall_positive']:.3f}")
+    return out
+
+
 def format_table(records: list[dict]) -> str:
     cols = ["D", "M", "method", "seconds", "peak_mb", "auroc", "precision", "extrapolated",
             "parents_excluded_frac"]
@@ -628,7 +717,10 @@ def main(args) -> int:
                   capture_sizes=tuple(capture_sizes), n_throughput=128 if quick else 512,
                   alpha_min_ratio=args.alpha_min_ratio,
                   min_parent_rows=getattr(args, "min_parent_rows", MIN_PARENT_ROWS),
-                  neg_frac=getattr(args, "neg_frac", NEG_FRAC), log=print)
+                  neg_frac=getattr(args, "neg_frac", NEG_FRAC), inhibitory=getattr(args, "inhibitory", 0.0),
+                  encoder_bias=getattr(args, "encoder_bias", 0.0),
+                  target_rows=tuple(getattr(args, "target_rows", None) or ("all",)),
+                  naive=not getattr(args, "no_naive", False), log=print)
     print(format_table(records))
     for r in records:
         if r["method"] == "capture":
