@@ -77,10 +77,10 @@ def test_selection_records_report_the_selected_circuit_and_the_bound():
     """`bench scale --selection ebic stability --target-rows all reachable` on a small planted pair: one
     record per valid mode, precision/recall of the selected circuit recomputed here from its edges, and the
     stability record's observed false edges next to its E[V] bound."""
-    Zs, Zt, A = scale.make_pair(120, 1500, seed=0, inhibitory=0.5, encoder_bias=-0.2)
-    recs = scale.selection_records(Zs, Zt, A, D=120, M=1500, n_jobs=1, alpha_min_ratio=1e-2,
+    Zs, Zt, A = scale.make_pair(80, 1000, seed=0, inhibitory=0.5, encoder_bias=-0.2)
+    recs = scale.selection_records(Zs, Zt, A, D=80, M=1000, n_jobs=1, alpha_min_ratio=1e-2,
                                    modes=[("ebic", "all"), ("ebic", "reachable"), ("stability", "all")],
-                                   inhibitory=0.5, encoder_bias=-0.2, stability_b=3, stability_q=3, log=lambda m: None)
+                                   inhibitory=0.5, encoder_bias=-0.2, stability_b=2, stability_q=3, log=lambda m: None)
     assert [r["method"] for r in recs] == ["fast ebic target_rows=all", "fast ebic target_rows=reachable",
                                            "fast stability target_rows=all"]
     n_true = A.nnz
