@@ -2,7 +2,11 @@
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/stability_scale.py --D 1024 --M 10000 --pairs 10 --q 5 --n-jobs 2
 Prints one markdown row per selection: edges, false edges, precision, recall (planted edges whose source is a
-candidate, i.e. active in >= 5 rows), seconds, and for stability the E[V] bound."""
+candidate, i.e. active in >= 5 rows), seconds, and for stability the E[V] bound.
+
+The bench CLI has the same comparison on its own fit pipeline (rows_per_edge=1, the library's default
+min_source_rows), with the negative-edge recall and the reachable-rows refit next to it:
+``python -m circuitkit bench scale --sizes 1024 --no-naive --no-capture --selection ebic stability``."""
 
 import argparse
 import time

@@ -17,7 +17,9 @@ Protocol (fixed seeds):
   the rest would be planted yet invisible in the data; 0.15 is the earlier mix). A target is ``relu`` of
   its parents' weighted sum with 20% multiplicative and small additive noise, plus ~5 spontaneous
   activations per row, giving ~50 active target features per row by default. Some features are dead (never active) and are skipped and
-  counted.
+  counted. ``--inhibitory F`` gives a fraction ``F`` of the driven targets one extra inhibitory parent and
+  ``--encoder-bias B`` (<= 0) shifts every target's pre-activation like an SAE encoder's bias
+  (:func:`make_pair`); both 0 by default (the data are then unchanged).
 * **fast.** What ``CircuitLasso(solver="fast")`` does for one layer pair: standardise (sparse, column
   scaling + offsets), the default grid (16 alphas from the largest ``alpha_max`` down to 1% of it), the
   exact Lasso path of every live target (``FastSolver``, ``n_jobs`` processes, ``tol=1e-6``), per-target
@@ -52,6 +54,16 @@ Run::
     python -m circuitkit bench scale --quick          # D=4096 only, fewer naive targets, small capture
     python -m circuitkit bench scale --sizes 24576 --no-capture --naive-targets 30
     python -m circuitkit bench scale --no-fits --capture-sizes 1024 16384   # streaming-capture memory only
+    # selected circuits: eBIC on all rows / on reachable rows, stability (E[V] bound vs observed false edges)
+    python -m circuitkit bench scale --sizes 1024 --inhibitory 0.5 --encoder-bias -0.2 --no-naive --no-capture \
+        --selection ebic stability --target-rows all reachable
+
+With ``--selection`` other than ``ebic`` alone, or ``--target-rows reachable``, each valid (selection,
+target_rows) pair gets a record (:func:`selection_records`): seconds and their ratio to the first mode's
+(eBIC on all rows), precision/recall of the *selected* circuit, the recall of planted negative edges with the
+right sign (all, and those exercised in >= 5 rows), and for stability selection its E[V] bound next to the
+observed false edges. ``--no-naive`` skips the naive celer loop (and then the per-size record has the fast
+fit's metrics only).
 
 Results and their reading: ``benchmarks/scale.md``.
 """
@@ -90,8 +102,17 @@ NEG_FRAC = 0.0
 
 
 def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: float = 5.0,
-              min_parent_rows: int = MIN_PARENT_ROWS, neg_frac: float = NEG_FRAC):
+              min_parent_rows: int = MIN_PARENT_ROWS, neg_frac: float = NEG_FRAC, inhibitory: float = 0.0,
+              encoder_bias: float = 0.0):
     """Synthetic SAE codes of two sites with a planted sparse map (module docstring).
+
+    ``inhibitory``: the fraction of targets with a planted (excitatory) parent that also get one inhibitory
+    parent, weight in [-1.5, -0.5], drawn among the eligible sources like the excitatory parents (uniformly).
+    An inhibitor changes its target only where the target is otherwise on, so with SAE-sparse sources most
+    are exercised in few rows (:func:`exercised_rows` counts them). ``encoder_bias`` (<= 0): added
+    to every target's pre-activation, as an SAE encoder's negative bias: weak drive does not fire the
+    target. (It is added where the target has drive; elsewhere the pre-activation is 0 and ``relu(b) = 0``,
+    so this is exact.) With both at 0 the data are exactly those of the earlier generator.
 
     Planted parents are drawn only among sources active in at least ``min_parent_rows`` of the ``M`` rows:
     an edge whose parent is (almost) never active is not exercised by the data and cannot be recovered by
@@ -104,6 +125,11 @@ def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: f
         raise ValueError(f"need D >= 2 and M >= 2, got D={D}, M={M}")
     if isinstance(neg_frac, bool) or not isinstance(neg_frac, (int, float)) or not 0 <= neg_frac < 1:
         raise ValueError(f"neg_frac must be a float in [0, 1), got {neg_frac!r}")
+    if isinstance(inhibitory, bool) or not isinstance(inhibitory, (int, float)) or not 0 <= inhibitory <= 1:
+        raise ValueError(f"inhibitory must be a fraction in [0, 1], got {inhibitory!r}")
+    if isinstance(encoder_bias, bool) or not isinstance(encoder_bias, (int, float)) or not (
+            np.isfinite(encoder_bias) and encoder_bias <= 0):
+        raise ValueError(f"encoder_bias must be a finite number <= 0 (an SAE encoder's threshold), got {encoder_bias!r}")
     if not isinstance(min_parent_rows, (int, np.integer)) or min_parent_rows < 1:
         raise ValueError(f"min_parent_rows must be a positive int, got {min_parent_rows!r}")
     rng = np.random.default_rng(seed)
@@ -128,10 +154,18 @@ def make_pair(D: int, M: int, *, seed: int = 0, l0: float = 32.0, spontaneous: f
     tgt = np.repeat(np.arange(D), k)
     src = rng.choice(eligible, size=tgt.size)
     wt = rng.uniform(0.5, 1.5, size=tgt.size) * np.where(rng.random(tgt.size) < 1 - neg_frac, 1, -1)
+    if inhibitory > 0:
+        driven = np.unique(tgt[wt > 0])
+        inh_t = driven[rng.random(driven.size) < inhibitory]
+        inh_s = rng.choice(eligible, size=inh_t.size)
+        src, tgt = np.concatenate([src, inh_s]), np.concatenate([tgt, inh_t])
+        wt = np.concatenate([wt, -rng.uniform(0.5, 1.5, size=inh_t.size)])
     A = sp.csr_matrix((wt, (src, tgt)), shape=(D, D))
     A.sum_duplicates()
     pre = (Zs @ A).tocsr()
     pre.data = pre.data * (1 + 0.2 * rng.standard_normal(pre.data.size)) + 0.05 * rng.standard_normal(pre.data.size)
+    if encoder_bias:
+        pre.data = pre.data + float(encoder_bias)
     ns = rng.poisson(spontaneous * M)
     noise = sp.csr_matrix((rng.lognormal(0, 0.5, ns), (rng.integers(0, M, ns), rng.integers(0, D, ns))),
                           shape=(M, D))
@@ -308,12 +342,15 @@ class PeakRSS:
 
 
 def fit_fast(Zs, Zt, *, n_alphas: int = 16, alpha_min_ratio: float = 1e-2, tol: float = 1e-6, n_jobs: int = 2,
-             ebic_gamma: float = 0.5) -> dict:
+             ebic_gamma: float = 0.5, target_rows: str = "all", selection: str = "ebic", stability_b: int = 10,
+             stability_q: int = 5) -> dict:
     """CircuitLasso on one layer pair (``Features.from_csr``: sources ``L0.resid_post``, targets
     ``L1.resid_post``; the fast solver, per-target eBIC, no error nodes); returns the timing, the grid and the
     path/selected matrices (``[targets, sources]`` in the original feature indices) read off the fitted
     estimator (:meth:`CircuitLasso.path_arrays`, ``coef_``). ``rows_per_edge=1``: the benchmark measures the
-    selection rule without the rare-target support cap."""
+    selection rule without the rare-target support cap. ``target_rows``, ``selection``, ``stability_b``,
+    ``stability_q``: as in ``CircuitLasso`` (``selection="stability"`` also uses its default
+    ``min_source_rows=5``)."""
     from ..features import Features
     from ..fit.lasso import CircuitLasso
 
@@ -321,7 +358,8 @@ def fit_fast(Zs, Zt, *, n_alphas: int = 16, alpha_min_ratio: float = 1e-2, tol: 
     feats = Features.from_csr({"L0.resid_post": sp.csr_matrix(Zs), "L1.resid_post": sp.csr_matrix(Zt)})
     est = CircuitLasso(n_alphas=n_alphas, alpha_min_ratio=alpha_min_ratio, tol=tol, n_jobs=n_jobs,
                        ebic_gamma=ebic_gamma, solver="fast", include_errors=False, rows_per_edge=1,
-                       progress=False)
+                       progress=False, target_rows=target_rows, selection=selection, stability_b=stability_b,
+                       stability_q=stability_q)
     t0 = time.perf_counter()
     est.fit(feats)
     seconds = time.perf_counter() - t0
@@ -503,12 +541,49 @@ def add_arguments(parser) -> None:
     parser.add_argument("--neg-frac", type=float, default=NEG_FRAC,
                         help="fraction of planted edges with negative weight (default 0: only identifiable, "
                              "excitatory edges; 0.15 is the earlier generator)")
+    parser.add_argument("--inhibitory", type=float, default=0.0,
+                        help="fraction of driven targets that get one inhibitory parent (make_pair; default 0)")
+    parser.add_argument("--encoder-bias", type=float, default=0.0,
+                        help="bias (<= 0) added to every target's pre-activation, like an SAE encoder's (default 0)")
+    parser.add_argument("--target-rows", nargs="+", default=["all"], choices=["all", "reachable"],
+                        help="CircuitLasso target_rows for the fast fit; several give one record each "
+                             "(default: all)")
+    parser.add_argument("--selection", nargs="+", default=["ebic"], choices=["ebic", "stability"],
+                        help="selection rules of the fast fit; with more than eBIC (or --target-rows reachable) "
+                             "each (selection, target_rows) gets a record with the selected circuit's precision/"
+                             "recall and, for stability, its E[V] bound against the observed false edges")
+    parser.add_argument("--stability-pairs", type=int, default=10, help="stability_b (default 10)")
+    parser.add_argument("--stability-q", type=int, default=5, help="stability_q (default 5)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive celer loop")
     parser.add_argument("--no-capture", action="store_true", help="skip the capture measurements")
     parser.add_argument("--no-fits", action="store_true", help="skip the solver fits (capture only)")
     parser.add_argument("--capture-sizes", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"),
                         help="prompts (16 tokens each) for the two streaming-capture sizes (default 1024 4096; "
                              "--quick: 256 1024)")
     parser.add_argument("--quick", action="store_true", help="D=4096, fewer naive targets, small capture")
+
+
+def sign_recall(selected: sp.csr_matrix, A: sp.spmatrix, exercised: np.ndarray | None = None,
+                min_rows: int = 1) -> dict:
+    """Recall of the planted edges by the selected circuit, counting an edge as found only when its selected
+    coefficient has the planted sign; separately for negative (inhibitory) and positive planted edges, and for
+    the negative edges exercised in at least ``min_rows`` rows and in at least 20 rows (``exercised``: :func:`exercised_rows` counts,
+    in the order of ``A`` as COO). ``selected`` is ``[targets, sources]``, ``A`` is ``[sources, targets]``."""
+    E = sp.coo_matrix(A)
+    got = np.asarray(sp.csr_matrix(selected)[E.col, E.row]).ravel()
+    found = np.sign(got) == np.sign(E.data)
+    neg = E.data < 0
+    out = {"recall_negative": float(found[neg].mean()) if neg.any() else float("nan"),
+           "recall_positive": float(found[~neg].mean()) if (~neg).any() else float("nan"),
+           "n_negative": int(neg.sum())}
+    if exercised is not None:
+        ex = neg & (np.asarray(exercised) >= min_rows)
+        out["recall_negative_exercised"] = float(found[ex].mean()) if ex.any() else float("nan")
+        out["n_negative_exercised"] = int(ex.sum())
+        ex20 = neg & (np.asarray(exercised) >= 20)
+        out["recall_negative_exercised_20"] = float(found[ex20].mean()) if ex20.any() else float("nan")
+        out["n_negative_exercised_20"] = int(ex20.sum())
+    return out
 
 
 def coef_tiebreak(entry: sp.csr_matrix, last_coefs: sp.spmatrix, live: np.ndarray) -> sp.csr_matrix:
@@ -524,10 +599,21 @@ def coef_tiebreak(entry: sp.csr_matrix, last_coefs: sp.spmatrix, live: np.ndarra
 
 def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, capture_sizes=(1024, 4096),
         n_throughput: int = 512, alpha_min_ratio: float = 1e-2, min_parent_rows: int = MIN_PARENT_ROWS,
-        neg_frac: float = NEG_FRAC, log: Callable[[str], None] = logger.info) -> list[dict]:
+        neg_frac: float = NEG_FRAC, inhibitory: float = 0.0, encoder_bias: float = 0.0,
+        target_rows: tuple[str, ...] = ("all",), selections: tuple[str, ...] = ("ebic",), naive: bool = True,
+        stability_b: int = 10, stability_q: int = 5,
+        log: Callable[[str], None] = logger.info) -> list[dict]:
     records: list[dict[str, Any]] = []
     for D in sizes:
-        Zs, Zt, A = make_pair(D, M, seed=0, min_parent_rows=min_parent_rows, neg_frac=neg_frac)
+        Zs, Zt, A = make_pair(D, M, seed=0, min_parent_rows=min_parent_rows, neg_frac=neg_frac,
+                              inhibitory=inhibitory, encoder_bias=encoder_bias)
+        if tuple(target_rows) != ("all",) or tuple(selections) != ("ebic",):
+            modes = [(sel, tr) for sel in selections for tr in target_rows if not (sel == "stability" and tr != "all")]
+            records.extend(selection_records(Zs, Zt, A, D=D, M=M, n_jobs=n_jobs, alpha_min_ratio=alpha_min_ratio,
+                                             modes=modes, inhibitory=inhibitory, encoder_bias=encoder_bias,
+                                             stability_b=stability_b, stability_q=stability_q, log=log))
+            if not naive:
+                continue
         elig = parent_eligibility(Zs, min_parent_rows)
         truth = sp.csr_matrix(A.T)  # [targets, sources]
         with PeakRSS() as mem:
@@ -556,6 +642,11 @@ def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, captur
                "planted_negative_frac": float(neg_w.mean()),
                "negative_exercised_frac": float(is_ex[neg_w].mean()) if neg_w.any() else float("nan"),
                "positive_exercised_frac": float(is_ex[~neg_w].mean()) if (~neg_w).any() else float("nan")}
+        if not naive:
+            records.append(rec)
+            log(f"D={D}: fast {rec['seconds']:.1f}s, AUROC {m['auroc']:.3f}, eBIC circuit precision "
+                f"{m['precision_selected']:.3f} recall {m['recall_selected']:.3f}")
+            continue
         log(f"D={D}: fast {rec['seconds']:.1f}s (path {rec['path_s']:.1f}s), peak {rec['peak_mb']:.0f} MB, "
             f"AUROC {m['auroc']:.3f}, precision@|true| {m['precision']:.3f}, eBIC circuit precision "
             f"{m['precision_selected']:.3f} recall {m['recall_selected']:.3f}; parents drawn among sources active "
@@ -606,6 +697,55 @@ def run(*, sizes, M: int, n_jobs: int, naive_targets: int, capture: bool, captur
     return records
 
 
+def _edge_ids(edges, D: int) -> tuple[np.ndarray, np.ndarray]:
+    src = edges["source"].str.rsplit("/f", n=1).str[1].astype(int).to_numpy()
+    tgt = edges["target"].str.rsplit("/f", n=1).str[1].astype(int).to_numpy()
+    return src, tgt
+
+
+def selection_records(Zs, Zt, A, *, D: int, M: int, n_jobs: int, alpha_min_ratio: float,
+                      modes: list[tuple[str, str]], inhibitory: float, encoder_bias: float, stability_b: int = 10,
+                      stability_q: int = 5, log: Callable[[str], None] = logger.info) -> list[dict]:
+    """One record per ``(selection, target_rows)`` mode (:func:`fit_fast`): time (and its ratio to the first
+    mode's), precision/recall of the *selected* circuit (``circuit_.edges`` against the planted edges), the
+    recall of planted negative edges with the right sign (:func:`sign_recall`; all, and those exercised in >= 5
+    rows), and for stability selection the stated E[V] bound next to the observed number of false edges."""
+    truth = sp.csr_matrix(A.T)
+    _E, n_ex = exercised_rows(Zs, A)
+    out: list[dict[str, Any]] = []
+    for selection, mode in modes:
+        fast = fit_fast(Zs, Zt, n_jobs=n_jobs, alpha_min_ratio=alpha_min_ratio, target_rows=mode,
+                        selection=selection, stability_b=stability_b, stability_q=stability_q)
+        est = fast["estimator"]
+        e = est.circuit_.edges
+        e = e[e["source"].str.startswith("L0.resid_post/") & e["target"].str.startswith("L1.resid_post/")]
+        src, tgt = _edge_ids(e, D)
+        w = e["weight"].to_numpy(float)
+        w = np.where(w == 0, 1e-300, w)  # a kept stability pair whose full-data coefficient is 0: still an edge
+        sel = sp.csr_matrix((w, (tgt, src)), shape=(Zt.shape[1], D))
+        is_true = np.asarray(truth[tgt, src]).ravel() != 0 if len(e) else np.zeros(0, bool)
+        n_false = int((~is_true).sum())
+        m = edge_metrics(fast["entry"], sel, truth)
+        sr = sign_recall(sel, A, n_ex, min_rows=5)
+        bound = est.circuit_.meta.get("expected_false_edges_bound")
+        rec = {"D": D, "M": M, "method": f"fast {selection} target_rows={mode}", "selection": selection,
+               "target_rows": mode, "seconds": fast["seconds"], "peak_mb": None, "auroc": m["auroc"],
+               "precision": m["precision"], "extrapolated": False, "precision_selected": m["precision_selected"],
+               "recall_selected": m["recall_selected"], "n_selected": len(e), "false_edges": n_false,
+               "expected_false_edges_bound": bound, "n_true": m["n_true"], "inhibitory": inhibitory,
+               "encoder_bias": encoder_bias, "targets_refit": len(est.reachable_rows_),
+               "seconds_vs_first": fast["seconds"] / out[0]["seconds"] if out else 1.0, **sr}
+        out.append(rec)
+        log(f"D={D} {selection} target_rows={mode}: {rec['seconds']:.1f}s ({rec['seconds_vs_first']:.1f}x), "
+            f"{len(e)} edges, {n_false} false" + (f" (E[V] bound {bound:.1f})" if bound is not None else "")
+            + f", precision {m['precision_selected']:.3f}, recall {m['recall_selected']:.3f}; planted negative "
+            f"edges ({sr['n_negative']}) recalled with the right sign {sr['recall_negative']:.3f} (exercised in >= 5 "
+            f"rows, {sr['n_negative_exercised']}: {sr['recall_negative_exercised']:.3f}; in >= 20 rows, "
+            f"{sr['n_negative_exercised_20']}: {sr['recall_negative_exercised_20']:.3f}); positive "
+            f"{sr['recall_positive']:.3f}")
+    return out
+
+
 def format_table(records: list[dict]) -> str:
     cols = ["D", "M", "method", "seconds", "peak_mb", "auroc", "precision", "extrapolated",
             "parents_excluded_frac"]
@@ -628,7 +768,12 @@ def main(args) -> int:
                   capture_sizes=tuple(capture_sizes), n_throughput=128 if quick else 512,
                   alpha_min_ratio=args.alpha_min_ratio,
                   min_parent_rows=getattr(args, "min_parent_rows", MIN_PARENT_ROWS),
-                  neg_frac=getattr(args, "neg_frac", NEG_FRAC), log=print)
+                  neg_frac=getattr(args, "neg_frac", NEG_FRAC), inhibitory=getattr(args, "inhibitory", 0.0),
+                  encoder_bias=getattr(args, "encoder_bias", 0.0),
+                  target_rows=tuple(getattr(args, "target_rows", None) or ("all",)),
+                  selections=tuple(getattr(args, "selection", None) or ("ebic",)),
+                  stability_b=getattr(args, "stability_pairs", 10), stability_q=getattr(args, "stability_q", 5),
+                  naive=not getattr(args, "no_naive", False), log=print)
     print(format_table(records))
     for r in records:
         if r["method"] == "capture":

@@ -35,6 +35,11 @@ Choosing ``alpha``. Give ``alpha`` for one fit, or leave it ``None`` to fit a ge
 
 The rule lives in :mod:`circuitkit.fit.select` and is the same for every solver.
 
+Inhibitory parents. ``target_rows="reachable"`` refits every nonnegative (ReLU-like, SAE-feature) target on
+the rows where it can move -- its active rows plus the rows where a source with a positive stage-1
+coefficient is active (:mod:`circuitkit.fit.reachable`) -- so parents that switch the target *off* are
+found; over all rows their effect is diluted by the rows where the target is off anyway.
+
 The whole path is kept in ``circuit_.path`` so a sparser or denser graph is read without refitting.
 """
 
@@ -66,6 +71,7 @@ logger = logging.getLogger(__name__)
 
 SELECTIONS = ("bic", "ebic", "n_edges", "min_edges", "stability")
 TARGETS = ("all", "y")
+TARGET_ROWS = ("all", "reachable")
 EDGE_SCORES = ("fro", "maxabs")
 PREDECESSORS = ("auto", "all", "adjacent")
 Y_KINDS = ("auto", "linear", "logistic")
@@ -110,6 +116,10 @@ class CircuitLasso(BaseEstimator):
         number of complementary pairs, sources per target per half, seed of the subsamples.
     min_source_rows: a source column nonzero in fewer rows than this is not a candidate parent. ``None``
         (default): 5 with ``selection="stability"``, 0 (off) otherwise.
+    target_rows: ``"all"`` (default): every target is fitted on all rows; ``"reachable"``: a nonnegative target
+        (values ``>= 0``, some zero) is refitted on its reachable rows (module docstring,
+        :mod:`circuitkit.fit.reachable`), so inhibitory parents are found. Needs ``selection`` in
+        ``("bic", "ebic")`` or a fixed ``alpha``; the refitted targets are in ``reachable_rows_``.
     tol, max_iter: solver tolerance and maximum outer iterations.
     n_jobs: joblib processes over targets.
     progress: show a tqdm bar over target blocks.
@@ -135,6 +145,8 @@ class CircuitLasso(BaseEstimator):
     timing_: seconds spent in each stage.
     stability_: with ``selection="stability"``, the :class:`~circuitkit.fit.stability.StabilityResult`
         (column-level probabilities, the half-samples, the bound).
+    reachable_rows_: with ``target_rows="reachable"``, ``{target column: number of reachable rows}`` of the
+        targets that were refitted (empty dict otherwise).
     """
 
     def __init__(
@@ -164,6 +176,7 @@ class CircuitLasso(BaseEstimator):
         stability_q: int = 5,
         random_state: int | None = 0,
         min_source_rows: int | None = None,
+        target_rows: Literal["all", "reachable"] = "all",
         tol: float = 1e-6,
         max_iter: int = 50,
         n_jobs: int = 1,
@@ -193,6 +206,7 @@ class CircuitLasso(BaseEstimator):
         self.stability_q = stability_q
         self.random_state = random_state
         self.min_source_rows = min_source_rows
+        self.target_rows = target_rows
         self.tol = tol
         self.max_iter = max_iter
         self.n_jobs = n_jobs
@@ -261,6 +275,11 @@ class CircuitLasso(BaseEstimator):
             get_solver(self.solver)
         if self.min_source_rows is not None:
             integer("min_source_rows", self.min_source_rows, lo=0)
+        if not isinstance(self.target_rows, str) or self.target_rows not in TARGET_ROWS:
+            raise ValueError(f"unknown target_rows {self.target_rows!r}; valid choices: {TARGET_ROWS}")
+        if self.target_rows == "reachable" and self.alpha is None and self.selection not in ("bic", "ebic"):
+            raise ValueError(f"target_rows='reachable' needs selection in ('bic', 'ebic') or a fixed alpha "
+                             f"(it refits each target around its selected drivers), got selection={self.selection!r}")
         if self.selection == "stability":
             pi = number("stability_pi", self.stability_pi, lo=-math.inf)
             if not 0.5 < pi <= 1.0:
@@ -453,6 +472,10 @@ class CircuitLasso(BaseEstimator):
         chosen_parts: list[sp.coo_matrix] = []
         target_alpha = np.full(n_cols, np.nan)
         n_targets_fit = 0
+        reachable: dict[int, int] = {}
+        design_csc = design_csr = design
+        if sp.issparse(design) and self.target_rows == "reachable":
+            design_csc, design_csr = sp.csc_matrix(design), sp.csr_matrix(design)
         bar = tqdm(problems, desc="CircuitLasso", unit="block", disable=not self.progress or len(problems) < 2)
         for tcols, scols in bar:
             Xp = Xs[:, scols]
@@ -460,6 +483,15 @@ class CircuitLasso(BaseEstimator):
             off = None if offset is None else offset[scols]
             res: PathResult = solver.path(Xp, Yp, alphas, offset=off, tol=self.tol, max_iter=self.max_iter,
                                           n_jobs=self.n_jobs)
+            k_sel = self._select_per_target(Xp, off, Yp, res, n_rows) if per_target else None
+            if self.target_rows == "reachable":
+                from .reachable import refit_reachable
+
+                k1 = k_sel if per_target else np.zeros(len(tcols), dtype=np.int64)
+                res, k2, done = refit_reachable(self, design_csc, design_csr, tcols, scols, res, k1, alphas,
+                                                get_solver(solver_name), per_target=per_target)
+                k_sel = k2 if per_target else None
+                reachable.update(done)
             for k in range(n_alpha):
                 c = res.coefs[k].tocoo()
                 coef_parts[k].append(sp.coo_matrix((c.data, (tcols[c.row], scols[c.col])), shape=(n_cols, n_cols)))
@@ -468,7 +500,6 @@ class CircuitLasso(BaseEstimator):
                     skipped[f"column {int(tcols[j])} of {layout.nodes['node'].iat[layout.col_node[tcols[j]]]}"] = (
                         "skipped by the solver (constant or active in too few rows)")
             if per_target:
-                k_sel = self._select_per_target(Xp, off, Yp, res, n_rows)
                 sel = select.pick_rows(res.coefs, k_sel).tocoo()
                 chosen_parts.append(sp.coo_matrix((sel.data, (tcols[sel.row], scols[sel.col])),
                                                   shape=(n_cols, n_cols)))
@@ -572,6 +603,7 @@ class CircuitLasso(BaseEstimator):
                                       "site": np.asarray(layout.node_site)[layout.col_node], "alive": alive})
         self.skipped_targets_ = pd.DataFrame({"node": list(skipped), "reason": list(skipped.values())})
         self.n_targets_ = n_targets_fit
+        self.reachable_rows_ = reachable
         self.solver_ = solver_name
         self.timing_ = {"design": t_design - t0, "fit": t_fit - t_design, "total": time.perf_counter() - t0}
         if len(skipped):
@@ -593,6 +625,8 @@ class CircuitLasso(BaseEstimator):
             "provenance": {k: v for k, v in X.meta.items() if k in ("model", "input_hash", "positions", "aggregate",
                                                                     "sae_ids", "sae_releases", "neuronpedia_ids")},
         }
+        if self.target_rows != "all":
+            meta.update({"target_rows": self.target_rows, "n_targets_reachable": len(reachable)})
         if stab is not None:
             meta.update({"pi_thr": float(self.stability_pi), "q": int(self.stability_q),
                          "n_subsamples": len(stab.halves), "n_pairs": int(self.stability_b),
@@ -624,7 +658,8 @@ class CircuitLasso(BaseEstimator):
                 "entry_alpha": self.alphas_[idx].astype(np.float64), "entry_index": idx, "coef": coef}
 
     # -- helpers -------------------------------------------------------------------------------------------
-    def _select_per_target(self, Xp, offset, Yp, res: PathResult, n_rows: int) -> np.ndarray:
+    def _select_per_target(self, Xp, offset, Yp, res: PathResult, n_rows: int,
+                           penalty_rows: int | None = None) -> np.ndarray:
         """Per-target (E)BIC on *relaxed* residuals (:mod:`circuitkit.fit.select`), with supports larger
         than ``active_rows / rows_per_edge`` not eligible. Returns the chosen grid index per target."""
         n_t = Yp.shape[1]
@@ -632,9 +667,9 @@ class CircuitLasso(BaseEstimator):
         max_df = np.maximum(active // self.rows_per_edge, 1)
         if "relaxed_rss" in res.info:
             return select.select_per_target(res, n_rows=n_rows, n_features=Xp.shape[1], selection=self.selection,
-                                            ebic_gamma=self.ebic_gamma, max_df=max_df)
+                                            ebic_gamma=self.ebic_gamma, max_df=max_df, penalty_rows=penalty_rows)
         return select.select_sequential(Xp, offset, Yp, res, n_rows=n_rows, selection=self.selection,
-                                        ebic_gamma=self.ebic_gamma, max_df=max_df)
+                                        ebic_gamma=self.ebic_gamma, max_df=max_df, penalty_rows=penalty_rows)
 
     def _standardise(self, design, mean, std, alive):
         scale = np.where(alive, std, 1.0) if self.standardize else np.ones_like(std)

@@ -50,18 +50,22 @@ def relaxed_rss(Xp, offset, y: np.ndarray, support: list[int], tss: float) -> fl
 
 
 def select_per_target(res: PathResult, *, n_rows: int, n_features: int, selection: str = "ebic",
-                      ebic_gamma: float = 0.5, max_df: np.ndarray | None = None) -> np.ndarray:
+                      ebic_gamma: float = 0.5, max_df: np.ndarray | None = None,
+                      penalty_rows: int | None = None) -> np.ndarray:
     """Per-target (E)BIC on relaxed residuals, vectorised over targets: the grid index chosen for each target.
 
     ``crit = n log(RSS_relaxed / n) + df * (log n + 2 gamma log p)`` (``"bic"``: without the ``log p``
     term); the first (largest-alpha) minimum wins, so ties go to the sparser model -- the same rule as
-    :func:`select_sequential`. Needs ``res.info["relaxed_rss"]``."""
+    :func:`select_sequential`. Needs ``res.info["relaxed_rss"]``. ``penalty_rows``: the ``n`` of the ``log n``
+    penalty when it differs from the rows fitted (a fit on a subset of rows that keeps the full data's
+    penalty per parameter)."""
     if selection not in ("bic", "ebic"):
         raise ValueError(f"unknown selection {selection!r}; valid: ('bic', 'ebic')")
     rel = res.info.get("relaxed_rss")
     if rel is None:
         raise ValueError(f"PathResult from solver {res.solver!r} has no info['relaxed_rss']")
-    pen = math.log(n_rows) + (2 * ebic_gamma * math.log(max(n_features, 2)) if selection == "ebic" else 0.0)
+    pen = math.log(penalty_rows or n_rows) + (2 * ebic_gamma * math.log(max(n_features, 2)) if selection == "ebic"
+                                              else 0.0)
     df = np.vstack([np.diff(c.indptr) for c in res.coefs])                     # [n_alphas, n_targets]
     crit = n_rows * np.log(np.maximum(rel / n_rows, 1e-12)) + df * pen
     if max_df is not None:  # supports larger than a target's evidence allows are not eligible
@@ -78,15 +82,18 @@ def select_per_target(res: PathResult, *, n_rows: int, n_features: int, selectio
 
 
 def select_sequential(Xp, offset, Yp, res: PathResult, *, n_rows: int, selection: str = "ebic",
-                      ebic_gamma: float = 0.5, max_df: np.ndarray | None = None) -> np.ndarray:
+                      ebic_gamma: float = 0.5, max_df: np.ndarray | None = None,
+                      penalty_rows: int | None = None) -> np.ndarray:
     """Per-target (E)BIC when the solver gave no relaxed residuals: refit each distinct support by OLS
-    (:func:`relaxed_rss`) and apply the rule of :func:`select_per_target`. ``Yp`` supports ``Yp[:, j]``."""
+    (:func:`relaxed_rss`) and apply the rule of :func:`select_per_target` (``penalty_rows`` as there).
+    ``Yp`` supports ``Yp[:, j]``."""
     if selection not in PER_TARGET:
         raise ValueError(f"unknown selection {selection!r}; valid: {PER_TARGET}")
     n_t = Yp.shape[1]
     max_df = np.full(n_t, np.iinfo(np.int64).max) if max_df is None else np.asarray(max_df)
     n_alpha = len(res.alphas)
-    pen = math.log(n_rows) + (2 * ebic_gamma * math.log(max(Xp.shape[1], 2)) if selection == "ebic" else 0.0)
+    pen = math.log(penalty_rows or n_rows) + (2 * ebic_gamma * math.log(max(Xp.shape[1], 2)) if selection == "ebic"
+                                              else 0.0)
     chosen = np.zeros(n_t, dtype=np.int64)
     rows_by_alpha = [c.tolil().rows for c in res.coefs]
     for j in range(n_t):

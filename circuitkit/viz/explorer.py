@@ -5,6 +5,7 @@ Every control calls a plain method, so the same actions work from code and in te
     ex = CircuitExplorer(circuit, features=feats, top_k_per_node=3)
     ex.set_alpha(circuit.alphas[2])       # a stored path point (circuit.at, no refit)
     ex.set_threshold(0.05)                # hide edges with score < 0.05
+    ex.set_min_probability(0.8)           # stability-selected circuits: hide edges selected in < 80% of halves
     ex.filter_sites(["L1.resid_post", "L2.resid_post"])
     ex.filter_label("john")               # edges touching a node whose label/name contains "john"
     ex.search("mary")                     # nodes whose label, name or top tokens match; highlighted
@@ -13,7 +14,11 @@ Every control calls a plain method, so the same actions work from code and in te
     ex.mark("L1.resid_post/f3")           # ex.marked: features chosen for ablation
     ex.show()
 
-State lives in attributes (``alpha``, ``min_score``, ``sites``, ``label_query``, ``selected``,
+A circuit whose edges carry selection probabilities (``selection="stability"``) is drawn with edge opacity
+by probability, shows it in the edge hover, and gets a probability-threshold slider (``min_probability``);
+edges without a probability (the points of the regularisation path) are never hidden by that slider.
+
+State lives in attributes (``alpha``, ``min_score``, ``min_probability``, ``sites``, ``label_query``, ``selected``,
 ``highlighted``, ``marked``); ``ex.current`` is the circuit on screen and ``ex.figure`` the
 ``plotly.graph_objects.FigureWidget`` (updated in place; its trace structure never changes, see
 :mod:`circuitkit.viz.figure`). Node positions are recomputed only when the sparsity level changes, so
@@ -32,7 +37,15 @@ import numpy as np
 import pandas as pd
 
 from ..circuit import Circuit
-from .figure import NODE_TRACE, _evidence_lookup, build_figure, layout_positions, select_edges
+from .figure import (
+    NODE_TRACE,
+    _evidence_lookup,
+    bound_statement,
+    build_figure,
+    has_probability,
+    layout_positions,
+    select_edges,
+)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -67,6 +80,7 @@ class CircuitExplorer:
         if top_k_per_node is not None and not (isinstance(top_k_per_node, (int, np.integer)) and top_k_per_node >= 1):
             raise ValueError(f"top_k_per_node must be an int >= 1 or None, got {top_k_per_node!r}")
         self.circuit = circuit
+        self.has_probability = has_probability(circuit)
         self.top_k_per_node = top_k_per_node
         self.height = height
         if evidence is None and features is not None:
@@ -87,6 +101,7 @@ class CircuitExplorer:
         # state
         self.alpha: float | None = None      # None: the fitted circuit; else a stored path point
         self.min_score: float = 0.0
+        self.min_probability: float = 0.0
         self.sites: set[str] | None = None
         self.label_query: str = ""
         self.search_results: pd.DataFrame = pd.DataFrame(columns=["node", "label", "site", "match"])
@@ -129,7 +144,7 @@ class CircuitExplorer:
         import plotly.graph_objects as go
 
         fig = build_figure(self.circuit, self._level_edges, positions=self._positions, titles=self._titles,
-                           evidence=self._ev, height=self._height())
+                           evidence=self._ev, height=self._height(), probability=self.has_probability)
         fw = go.FigureWidget(fig)
         for t in fw.data:
             if t.name == NODE_TRACE:
@@ -146,6 +161,8 @@ class CircuitExplorer:
         edges = self._level_edges
         if self.min_score > 0:
             edges = edges[edges["score"] >= self.min_score]
+        if self.min_probability > 0 and "probability" in edges.columns:
+            edges = edges[~(edges["probability"] < self.min_probability)]
         if self.sites:
             site = edges["source"].map(self._site_of).isin(self.sites) & edges["target"].map(self._site_of).isin(self.sites)
             edges = edges[site]
@@ -160,8 +177,10 @@ class CircuitExplorer:
 
     def _refresh(self) -> None:
         edges = self._view_edges()
-        self.current = Circuit(self._level.nodes, edges, self.circuit.path,
-                               {**self._level.meta, "explorer_min_score": self.min_score})
+        meta = {**self._level.meta, "explorer_min_score": self.min_score}
+        if self.has_probability:
+            meta["explorer_min_probability"] = self.min_probability
+        self.current = Circuit(self._level.nodes, edges, self.circuit.path, meta)
         msg = None
         if not len(edges):
             if not len(self._level_edges):
@@ -169,6 +188,7 @@ class CircuitExplorer:
                        else "This circuit has no edges.")
             else:
                 msg = (f"No edges pass the filters (threshold {self.min_score:.3g}"
+                       + (f", probability >= {self.min_probability:.2f}" if self.min_probability > 0 else "")
                        + (f", sites {sorted(self.sites)}" if self.sites else "")
                        + (f", label '{html.escape(self.label_query)}'" if self.label_query else "")
                        + ").<br>Lower the threshold or clear the filters.")
@@ -179,9 +199,12 @@ class CircuitExplorer:
         title = f"{level_label} · {len(nodes)} nodes · {len(edges)} edges"
         if self.marked:
             title += f" · {len(self.marked)} marked"
+        if self.min_probability > 0:
+            title += f" · probability ≥ {self.min_probability:.2f}"
         new = build_figure(self._level, edges, positions=self._positions,
                            titles=self._titles, evidence=self._ev, highlight=hl, marked=self.marked & nodes,
-                           selected=self.selected, nodes=nodes, height=self._height(), title=title, empty_message=msg)
+                           selected=self.selected, nodes=nodes, height=self._height(), title=title, empty_message=msg,
+                           probability=self.has_probability)
         with self.figure.batch_update():
             for old, tr in zip(self.figure.data, new.data):
                 d = tr.to_plotly_json()
@@ -223,6 +246,26 @@ class CircuitExplorer:
             self._compute_paths(self.target)
         self._refresh()
         return self
+
+    def set_min_probability(self, min_probability: float) -> CircuitExplorer:
+        """Hide edges whose selection probability is below ``min_probability`` (a number in [0, 1]); edges
+        without a probability are kept. ``ValueError`` for a circuit without selection probabilities."""
+        if not self.has_probability:
+            raise ValueError("this circuit's edges have no selection probabilities (no 'probability' column; fit "
+                             "CircuitLasso with selection='stability'); use set_threshold(min_score) instead")
+        if isinstance(min_probability, (bool, np.bool_)) or not (
+                isinstance(min_probability, (int, float, np.floating)) and 0 <= min_probability <= 1):
+            raise ValueError(f"min_probability must be a number in [0, 1], got {min_probability!r}")
+        self.min_probability = float(min_probability)
+        if self.target is not None:
+            self._compute_paths(self.target)
+        self._refresh()
+        return self
+
+    @property
+    def bound(self) -> str | None:
+        """The circuit's stated error bound (:func:`~circuitkit.viz.figure.bound_statement`), or ``None``."""
+        return bound_statement(self.circuit.meta)
 
     def filter_sites(self, sites: str | Iterable[str] | None = None) -> CircuitExplorer:
         """Keep edges whose two ends lie in ``sites`` (``None`` or empty: all sites)."""
@@ -405,6 +448,12 @@ class CircuitExplorer:
         w["threshold"] = W.FloatSlider(value=self.min_score, min=0.0, max=max_score, step=max_score / 100 or 0.01,
                                        description="min score", continuous_update=False, readout_format=".3g")
         w["threshold"].observe(lambda ch: self._from_widget(self.set_threshold, ch["new"]), names="value")
+        if self.has_probability:
+            w["probability"] = W.FloatSlider(value=self.min_probability, min=0.0, max=1.0, step=0.01,
+                                             description="min prob.", continuous_update=False, readout_format=".2f")
+            w["probability"].observe(lambda ch: self._from_widget(self.set_min_probability, ch["new"]),
+                                     names="value")
+            w["bound"] = W.HTML(value=html.escape(self.bound or ""))
         sites = sorted(set(self.circuit.nodes["site"]) - {""}, key=list(dict.fromkeys(self.circuit.nodes["site"])).index)
         w["sites"] = W.SelectMultiple(options=sites, value=tuple(self.sites or ()), description="sites",
                                       rows=min(6, max(2, len(sites))))
@@ -450,6 +499,8 @@ class CircuitExplorer:
                 w["alpha"].value = want
             if w["threshold"].value != self.min_score:
                 w["threshold"].value = min(self.min_score, w["threshold"].max)
+            if "probability" in w and w["probability"].value != self.min_probability:
+                w["probability"].value = self.min_probability
             if set(w["sites"].value) != (self.sites or set()):
                 w["sites"].value = tuple(s for s in w["sites"].options if s in (self.sites or set()))
             if w["label"].value != self.label_query:
@@ -472,7 +523,9 @@ class CircuitExplorer:
             self._widgets = self._build_widgets()
             self._sync_widgets()
         w = self._widgets
-        controls = [W.HBox([w["alpha"], w["threshold"]]) if "alpha" in w else w["threshold"],
+        first = [w[k] for k in ("alpha", "threshold", "probability") if k in w]
+        controls = [W.HBox(first) if len(first) > 1 else first[0],
+                    *([w["bound"]] if "bound" in w else []),
                     W.HBox([w["sites"], W.VBox([w["label"], w["search"], w["target"]])]),
                     W.HBox([w["mark"], w["unmark"], w["marked"]]), w["status"]]
         return W.VBox([*controls, self.figure, w["details"]])

@@ -9,6 +9,10 @@ format        what is written
 ``json``      circuitkit's versioned circuit file (``Circuit.save``; loads back exactly)
 ``csv``       the edge table with source and target labels
 ============  ===========================================================================
+
+A circuit selected by stability selection carries each edge's ``probability`` into every format (an edge
+attribute in GraphML, a column in CSV/JSON); the HTML page also draws edge opacity by probability, puts
+a probability-threshold slider in place of the sparsity slider, and states the E[V] bound in its caption.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ Traces (fixed structure, so a figure can be updated in place and animated with f
   width growing with ``score / max score``;
 * ``"edge info"``: one marker at the middle of every shown edge, ``ids`` ``"source->target"`` and
   ``customdata`` ``[source, target, weight, score]`` (the hover of an edge);
+* with selection probabilities (a circuit fitted with ``selection="stability"``, whose edges have a
+  ``probability`` column), every edge line trace is split again into ``len(PROB_OPACITY)`` opacity bins
+  (``" p{k}"`` appended, see :func:`probability_bin`; ``" p?"`` for edges without a probability, e.g. the
+  points of the regularisation path), so opacity encodes the probability while width still encodes the
+  score; the edge hover and ``customdata`` (``[source, target, weight, score, probability]``) carry it.
+  Circuits without the column get exactly the traces above.
 * ``"nodes"``: one marker per shown node, ``ids`` = node names, ``customdata``
   ``[node, label, site, kind, hover html]``.
 
@@ -55,20 +61,58 @@ _PALETTE = ("#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#
 _SYMBOL = {"feature": "circle", "site": "circle", "error": "square", "target": "diamond"}
 NODE_TRACE = "nodes"
 EDGE_INFO_TRACE = "edge info"
+PROB_EDGES = (0.7, 0.85, 0.95)           # probability bin edges: [0, .7), [.7, .85), [.85, .95), [.95, 1]
+PROB_OPACITY = (0.16, 0.34, 0.6, 0.9)    # line opacity per probability bin
+PROB_UNKNOWN_OPACITY = 0.55              # edges without a probability (the opacity of a plain circuit)
 
 
-def edge_trace_names() -> list[str]:
-    """Names of the edge line traces, in figure order."""
-    return [f"edges{s} w{b}{'' if emph else ' dim'}" for s in "+-" for emph in (True, False)
-            for b in range(N_WIDTH_BINS)]
+def has_probability(circuit_or_edges: Circuit | pd.DataFrame) -> bool:
+    """Whether the edges carry selection probabilities (a ``probability`` column)."""
+    edges = circuit_or_edges.edges if isinstance(circuit_or_edges, Circuit) else circuit_or_edges
+    return "probability" in edges.columns
+
+
+def probability_bin(p: float) -> str:
+    """The opacity bin name (``"p0"`` ... ``"p3"``, ``"p?"`` for a missing probability) of probability ``p``."""
+    if p is None or not math.isfinite(float(p)):
+        return "p?"
+    return f"p{int(np.searchsorted(PROB_EDGES, float(p), side='right'))}"
+
+
+def _prob_bins() -> list[str]:
+    return [f"p{k}" for k in range(len(PROB_OPACITY))] + ["p?"]
+
+
+def edge_trace_names(*, probability: bool = False) -> list[str]:
+    """Names of the edge line traces, in figure order (``probability``: the opacity-binned set)."""
+    base = [(s, b, emph) for s in "+-" for emph in (True, False) for b in range(N_WIDTH_BINS)]
+    if not probability:
+        return [f"edges{s} w{b}{'' if emph else ' dim'}" for s, b, emph in base]
+    return [f"edges{s} w{b} {pb}{'' if emph else ' dim'}" for s, b, emph in base for pb in _prob_bins()]
+
+
+def bound_statement(meta: Mapping[str, Any]) -> str | None:
+    """The stated error bound of a stability-selected circuit, from its ``meta``, or ``None`` without one:
+    "At most ~X false edges expected (stability selection, pi=..., B=... complementary pairs, q=...)"."""
+    bound = meta.get("expected_false_edges_bound")
+    if bound is None:
+        return None
+    parts = [f"pi={meta['pi_thr']:.3g}" if "pi_thr" in meta else None,
+             f"B={meta['n_pairs']} complementary pairs" if "n_pairs" in meta else None,
+             f"q={meta['q']}" if "q" in meta else None]
+    detail = ", ".join(p for p in parts if p)
+    return (f"At most ~{float(bound):.3g} false edges expected (stability selection"
+            + (f", {detail}" if detail else "") + "); opacity shows each edge's selection probability.")
 
 
 # -- selection --------------------------------------------------------------------------------------
-def select_edges(circuit: Circuit, *, top_k_per_node: int | None = None, min_score: float | None = None
-                 ) -> pd.DataFrame:
+def select_edges(circuit: Circuit, *, top_k_per_node: int | None = None, min_score: float | None = None,
+                 min_probability: float | None = None) -> pd.DataFrame:
     """The edges :func:`plot_circuit` draws.
 
-    ``min_score`` keeps edges with ``score >= min_score`` (as :meth:`Circuit.threshold`). Then, with
+    ``min_score`` keeps edges with ``score >= min_score`` (as :meth:`Circuit.threshold`); ``min_probability``
+    keeps edges whose selection probability is ``>= min_probability`` (``ValueError`` if the circuit's edges
+    have no ``probability`` column; edges with a missing probability are kept). Then, with
     ``top_k_per_node = k``, an edge is kept if it is among the ``k`` highest-scoring incoming edges of its
     target **or** among the ``k`` highest-scoring outgoing edges of its source (ties: the order of
     ``circuit.edges``, which is by descending score).
@@ -78,6 +122,13 @@ def select_edges(circuit: Circuit, *, top_k_per_node: int | None = None, min_sco
         if not (isinstance(min_score, (int, float, np.floating)) and math.isfinite(min_score) and min_score >= 0):
             raise ValueError(f"min_score must be a finite number >= 0, got {min_score!r}")
         edges = edges[edges["score"] >= min_score]
+    if min_probability is not None:
+        if not (isinstance(min_probability, (int, float, np.floating)) and 0 <= min_probability <= 1):
+            raise ValueError(f"min_probability must be a number in [0, 1], got {min_probability!r}")
+        if "probability" not in edges.columns:
+            raise ValueError("min_probability needs edges with selection probabilities (a 'probability' column; "
+                             "fit CircuitLasso with selection='stability'); this circuit has none")
+        edges = edges[~(edges["probability"] < min_probability)]
     if top_k_per_node is not None:
         if not (isinstance(top_k_per_node, (int, np.integer)) and top_k_per_node >= 1):
             raise ValueError(f"top_k_per_node must be an int >= 1 (or None for all edges), got {top_k_per_node!r}")
@@ -248,19 +299,23 @@ def _rgba(hex_color: str, alpha: float) -> str:
 # -- traces ------------------------------------------------------------------------------------------
 def _traces(circuit: Circuit, edges: pd.DataFrame, shown: list[str], pos: Mapping[str, tuple[float, float]], *,
             labels: Mapping[str, str], evidence: Mapping[str, Mapping[str, Any]], highlight: set[str] | None,
-            marked: set[str], selected: str | None, show_text: bool, n_cols: int) -> list:
+            marked: set[str], selected: str | None, show_text: bool, n_cols: int, probability: bool = False) -> list:
     import plotly.graph_objects as go
 
-    traces: dict[str, dict[str, list]] = {name: {"x": [], "y": []} for name in edge_trace_names()}
+    names = edge_trace_names(probability=probability)
+    traces: dict[str, dict[str, list]] = {name: {"x": [], "y": []} for name in names}
+    probs = (edges["probability"].to_numpy(float) if probability and "probability" in edges.columns
+             else np.full(len(edges), np.nan))
     max_score = float(edges["score"].max()) if len(edges) else 1.0
     max_score = max_score if max_score > 0 else 1.0
     mid_x, mid_y, mid_ids, mid_cd, mid_text = [], [], [], [], []
-    for s, t, w, sc in zip(edges["source"], edges["target"], edges["weight"].to_numpy(float),
-                           edges["score"].to_numpy(float)):
+    for s, t, w, sc, pr in zip(edges["source"], edges["target"], edges["weight"].to_numpy(float),
+                               edges["score"].to_numpy(float), probs):
         (x0, y0), (x1, y1) = pos[s], pos[t]
         b = min(N_WIDTH_BINS - 1, int(sc / max_score * N_WIDTH_BINS))
         emph = highlight is None or (s in highlight and t in highlight)
-        name = f"edges{'+' if w >= 0 else '-'} w{b}{'' if emph else ' dim'}"
+        pb = f" {probability_bin(pr)}" if probability else ""
+        name = f"edges{'+' if w >= 0 else '-'} w{b}{pb}{'' if emph else ' dim'}"
         span = x1 - x0
         if abs(span) <= 1 + 1e-9:
             xs, ys = [x0, x1], [y0, y1]
@@ -276,15 +331,26 @@ def _traces(circuit: Circuit, edges: pd.DataFrame, shown: list[str], pos: Mappin
         mid_x.append(mx)
         mid_y.append(my)
         mid_ids.append(f"{s}->{t}")
-        mid_cd.append([s, t, float(w), float(sc)])
-        mid_text.append(f"{html.escape(labels[s])} → {html.escape(labels[t])}<br>{html.escape(s)} → {html.escape(t)}"
-                        f"<br>weight {w:+.4g} · score {sc:.4g}")
+        text = (f"{html.escape(labels[s])} → {html.escape(labels[t])}<br>{html.escape(s)} → {html.escape(t)}"
+                f"<br>weight {w:+.4g} · score {sc:.4g}")
+        if probability:
+            mid_cd.append([s, t, float(w), float(sc), float(pr)])
+            text += f"<br>selection probability {pr:.2f}" if math.isfinite(pr) else "<br>selection probability: n/a"
+        else:
+            mid_cd.append([s, t, float(w), float(sc)])
+        mid_text.append(text)
     out = []
-    for name in edge_trace_names():
+    for name in names:
         sign, b, dim = name[5], int(name.split(" w")[1][0]), name.endswith("dim")
         color = POS_COLOR if sign == "+" else NEG_COLOR
+        if probability:
+            pb = name.split(" ")[2]
+            alpha = PROB_UNKNOWN_OPACITY if pb == "p?" else PROB_OPACITY[int(pb[1:])]
+            alpha = round(alpha * (0.22 if dim else 1.0), 3)
+        else:
+            alpha = 0.12 if dim else 0.55
         out.append(go.Scatter(x=traces[name]["x"], y=traces[name]["y"], mode="lines", name=name, hoverinfo="skip",
-                              line={"color": _rgba(color, 0.12 if dim else 0.55), "width": WIDTHS[b]},
+                              line={"color": _rgba(color, alpha), "width": WIDTHS[b]},
                               showlegend=False))
     out.append(go.Scatter(x=mid_x, y=mid_y, mode="markers", name=EDGE_INFO_TRACE, ids=mid_ids, customdata=mid_cd,
                           text=mid_text, hovertemplate="%{text}<extra></extra>",
@@ -333,9 +399,12 @@ def _traces(circuit: Circuit, edges: pd.DataFrame, shown: list[str], pos: Mappin
 
 
 def _layout(titles: list[str], *, height: int, width: int | None, title: str | None, n_nodes: int, n_edges: int,
-            empty_message: str | None, y_range: tuple[float, float]) -> dict:
-    ann = [{"text": "<span style='color:%s'>━ positive</span>  <span style='color:%s'>━ negative</span>  "
-                    "width ∝ |weight|" % (POS_COLOR, NEG_COLOR),
+            empty_message: str | None, y_range: tuple[float, float], probability: bool = False) -> dict:
+    legend = ("<span style='color:%s'>━ positive</span>  <span style='color:%s'>━ negative</span>  "
+              "width ∝ |weight|" % (POS_COLOR, NEG_COLOR))
+    if probability:
+        legend += "  · opacity ∝ selection probability"
+    ann = [{"text": legend,
             "xref": "paper", "yref": "paper", "x": 1, "y": 1.0, "yanchor": "bottom", "xanchor": "right",
             "yshift": 30, "showarrow": False, "font": {"size": 11}}]
     if empty_message:
@@ -375,9 +444,11 @@ def build_figure(circuit: Circuit, edges: pd.DataFrame, *, positions: Mapping[st
                  highlight: Iterable[str] | None = None, marked: Iterable[str] = (), selected: str | None = None,
                  show_isolated: bool = False, nodes: Iterable[str] | None = None, show_text: bool | None = None,
                  height: int | None = None, width: int | None = None, title: str | None = None,
-                 empty_message: str | None = None) -> go.Figure:
+                 empty_message: str | None = None, probability: bool | None = None) -> go.Figure:
     """Draw ``edges`` (already selected) of ``circuit``. ``positions``/``titles`` fix the layout (used by the
-    explorer and the exported page so nodes do not move between sparsity levels)."""
+    explorer and the exported page so nodes do not move between sparsity levels). ``probability``: use the
+    opacity-binned edge traces (module docstring); ``None``: when ``edges`` has a ``probability`` column.
+    Callers that update one figure in place across levels pass the same value for every level."""
     import plotly.graph_objects as go
 
     from ..labels import node_labels
@@ -405,8 +476,10 @@ def build_figure(circuit: Circuit, edges: pd.DataFrame, *, positions: Mapping[st
         show_text = len(shown) <= 80
     hl = None if highlight is None else set(highlight)
     n_cols = max(len(titles), int(max((p[0] for p in positions.values()), default=0)) + 1)
+    if probability is None:
+        probability = has_probability(edges)
     data = _traces(circuit, edges, shown, positions, labels=lab, evidence=ev, highlight=hl, marked=set(marked),
-                   selected=selected, show_text=show_text, n_cols=n_cols)
+                   selected=selected, show_text=show_text, n_cols=n_cols, probability=bool(probability))
     per_col = pd.Series([round(p[0]) for p in positions.values()]).value_counts() if positions else pd.Series([1])
     max_col = int(per_col.max())
     if height is None:
@@ -418,7 +491,7 @@ def build_figure(circuit: Circuit, edges: pd.DataFrame, *, positions: Mapping[st
     fig = go.Figure(data=data)
     fig.update_layout(**_layout(titles, height=height, width=width, title=title, n_nodes=len(shown),
                                 n_edges=len(edges), empty_message=empty_message if not len(edges) or not shown else None,
-                                y_range=y_range))
+                                y_range=y_range, probability=bool(probability)))
     return fig
 
 
@@ -437,12 +510,14 @@ def plot_circuit(
     show_isolated: bool = False,
     show_text: bool | None = None,
     title: str | None = None,
+    min_probability: float | None = None,
 ) -> go.Figure:
     """A layered plotly figure of ``circuit`` (module docstring: layout and trace structure).
 
     Parameters
     ----------
-    top_k_per_node, min_score: which edges to draw (:func:`select_edges`); ``None`` draws them all.
+    top_k_per_node, min_score, min_probability: which edges to draw (:func:`select_edges`); ``None`` draws
+        them all. Edges with a ``probability`` column are drawn with opacity by probability.
     labels: ``{node: label}`` shown instead of the circuit's labels (the node name is the last fallback).
     highlight: nodes to emphasise; other nodes and every edge not between two of them are dimmed.
     marked: nodes drawn with a dark ring (the explorer's marked features). selected: one node with an
@@ -457,7 +532,8 @@ def plot_circuit(
     """
     if not isinstance(circuit, Circuit):
         raise ValueError(f"plot_circuit expects a Circuit, got {type(circuit).__name__}")
-    edges = select_edges(circuit, top_k_per_node=top_k_per_node, min_score=min_score)
+    edges = select_edges(circuit, top_k_per_node=top_k_per_node, min_score=min_score,
+                         min_probability=min_probability)
     if highlight is not None:
         highlight = set(highlight)
         bad = highlight - set(circuit.node_names)
@@ -472,7 +548,7 @@ def plot_circuit(
     msg = None if len(edges) else _empty_message(circuit, min_score, top_k_per_node, len(edges))
     return build_figure(circuit, edges, labels=labels, evidence=evidence, highlight=highlight, marked=marked,
                         selected=selected, show_isolated=show_isolated, show_text=show_text, height=height,
-                        width=width, title=title, empty_message=msg)
+                        width=width, title=title, empty_message=msg, probability=has_probability(circuit))
 
 
 def figure_nodes(fig: go.Figure) -> list[str]:
@@ -484,11 +560,14 @@ def figure_nodes(fig: go.Figure) -> list[str]:
 
 
 def figure_edges(fig: go.Figure) -> pd.DataFrame:
-    """The edges drawn in a figure made by :func:`plot_circuit` (source, target, weight, score)."""
+    """The edges drawn in a figure made by :func:`plot_circuit` (source, target, weight, score, and probability
+    when the figure shows selection probabilities)."""
+    prob = any(t.name.startswith("edges") and " p" in t.name for t in fig.data if t.name)
+    cols = ["source", "target", "weight", "score"] + (["probability"] if prob else [])
     for t in fig.data:
         if t.name == EDGE_INFO_TRACE:
             cd = list(t.customdata) if t.customdata is not None else []
-            return pd.DataFrame([list(r) for r in cd], columns=["source", "target", "weight", "score"])
+            return pd.DataFrame([list(r) for r in cd], columns=cols)
     raise ValueError("this figure has no 'edge info' trace; was it made by circuitkit.viz.plot_circuit?")
 
 
@@ -532,8 +611,18 @@ def plot_path(circuit: Circuit, *, height: int = 380, title: str | None = None) 
 # -- export ------------------------------------------------------------------------------------------------
 def _levels(circuit: Circuit, max_levels: int) -> tuple[list[str], list[Circuit], int]:
     """Slider levels for the exported page: the fitted circuit, then the path points (sparse to dense),
-    or score thresholds when there is no path."""
+    or score thresholds when there is no path; for a circuit with selection probabilities, probability
+    thresholds (every distinct probability of its edges, at most ``max_levels``, low to high)."""
     labels, circuits = ["fitted"], [circuit]
+    if has_probability(circuit):
+        probs = np.unique(circuit.edges["probability"].dropna().to_numpy(float))
+        if probs.size > max_levels:
+            probs = probs[np.unique(np.linspace(0, probs.size - 1, max_levels).round().astype(int))]
+        for q in probs[1:]:  # the lowest threshold keeps every edge: that is the fitted circuit
+            circuits.append(circuit._with_edges(circuit.edges[~(circuit.edges["probability"] < q)],
+                                                min_probability=float(q)))
+            labels.append(f"p≥{q:.2f}")
+        return labels, circuits, 0
     if circuit.path is not None and circuit.alphas.size > 1:
         alphas = circuit.alphas
         if alphas.size > max_levels:
@@ -567,7 +656,10 @@ def export_html(
     """Write a self-contained HTML page (plotly.js inline, works offline) and return its path.
 
     ``title`` is the figure's title and the page's ``<title>``; ``caption`` (plain text; blank lines separate
-    paragraphs) is printed under the figure, e.g. the model, task, prompts and sparsity.
+    paragraphs) is printed under the figure, e.g. the model, task, prompts and sparsity. For a circuit
+    selected by stability selection (``meta["expected_false_edges_bound"]``) the caption also states the
+    bound (:func:`bound_statement`), edge opacity shows each edge's selection probability (so does the
+    hover), and the slider runs over probability thresholds instead of the path.
 
     For a circuit the page has the figure of :func:`plot_circuit` with the same hover, and (``slider``) a
     sparsity slider: the fitted circuit, then every stored path point ``circuit.at(alpha)`` (at most
@@ -582,6 +674,10 @@ def export_html(
         fig = circuit_or_figure
     elif isinstance(circuit_or_figure, Circuit):
         circuit = circuit_or_figure
+        prob = has_probability(circuit)
+        stated = bound_statement(circuit.meta)
+        if stated:
+            caption = f"{caption}\n\n{stated}" if caption else stated
         names, circuits, init = _levels(circuit, max_levels) if slider else (["fitted"], [circuit], 0)
         sels = [select_edges(c, top_k_per_node=top_k_per_node, min_score=min_score) for c in circuits]
         ev = _evidence_lookup(circuit, evidence)
@@ -591,7 +687,7 @@ def export_html(
         for c, e, (positions, titles) in zip(circuits, sels, layouts):
             msg = None if len(e) else _empty_message(c, min_score, top_k_per_node, 0)
             figs.append(build_figure(c, e, positions=positions, titles=titles, labels=labels, evidence=ev,
-                                     empty_message=msg, height=height, title=title))
+                                     empty_message=msg, height=height, title=title, probability=prob))
         fig = go.Figure(figs[init])
         if slider and len(figs) > 1:
             fig.frames = [go.Frame(data=f.data, name=str(i),
@@ -604,7 +700,8 @@ def export_html(
                      for i, (n, e) in enumerate(zip(names, sels))]
             fig.update_layout(sliders=[{"active": init, "steps": steps, "x": 0.02, "len": 0.96, "y": 0,
                                         "yanchor": "top", "pad": {"t": 10},
-                                        "currentvalue": {"prefix": "sparsity: ", "font": {"size": 12}}}],
+                                        "currentvalue": {"prefix": "min probability: " if prob else "sparsity: ",
+                                                         "font": {"size": 12}}}],
                               margin={"b": 110})
     else:
         raise ValueError(f"export_html expects a Circuit or a plotly Figure, got {type(circuit_or_figure).__name__}")

@@ -4,7 +4,10 @@
 per site, computation order left to right) as SVG: edges as lines whose width and opacity follow ``|score|``
 (blue positive, red negative weight), nodes as circles (features), squares (error nodes) or diamonds
 (prediction targets), and the labels of the ``label_top`` strongest nodes (by the summed ``|score|`` of their
-drawn edges) written next to them. A title and a caption (model, task, prompts, sparsity) frame it. The
+drawn edges) written next to them. A title and a caption (model, task, prompts, sparsity) frame it. For a
+circuit with selection probabilities (``selection="stability"``: a ``probability`` edge column) the opacity
+of an edge is its probability instead, its tooltip states it, and the caption ends with the stated bound on
+the expected number of false edges (:func:`circuitkit.viz.figure.bound_statement`). The
 page is a few hundred kB at most; the interactive page (:func:`circuitkit.export_html`) embeds plotly.js
 (~5 MB).
 """
@@ -12,12 +15,13 @@ page is a few hundred kB at most; the interactive page (:func:`circuitkit.export
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from ..circuit import Circuit
-from .figure import layout_positions, select_edges
+from .figure import bound_statement, layout_positions, select_edges
 
 _W_COL = 230
 _H_ROW = 28
@@ -71,18 +75,22 @@ def export_page(
         return _PAD + _W_COL * x + 40, _PAD + 40 + _H_ROW * (y - y0)
 
     smax = float(edges["score"].abs().max()) if len(edges) else 1.0
+    probs = edges["probability"].to_numpy(float) if "probability" in edges.columns else [float("nan")] * len(edges)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-family="sans-serif" font-size="11">']
     for i, t in enumerate(titles):
         parts.append(f'<text x="{_PAD + _W_COL * i + 40}" y="{_PAD}" text-anchor="middle" font-weight="bold">'
                      f"{html.escape(t)}</text>")
-    for s, t, sc, w in zip(edges["source"], edges["target"], edges["score"], edges["weight"]):
+    for s, t, sc, w, pr in zip(edges["source"], edges["target"], edges["score"], edges["weight"], probs):
         (x1, y1), (x2, y2) = xy(s), xy(t)
         a = 0.15 + 0.85 * abs(float(sc)) / smax
+        known = math.isfinite(float(pr))
+        op = 0.1 + 0.9 * float(pr) if known else a  # no probability: opacity by score, as before
         col = "#1f77b4" if float(w) >= 0 else "#d62728"
+        tip = f"{s} -> {t}: weight {float(w):+.3g}" + (f", selection probability {float(pr):.2f}" if known else "")
         parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{col}" '
-                     f'stroke-opacity="{a:.2f}" stroke-width="{0.5 + 3.5 * a:.2f}"><title>'
-                     f"{html.escape(f'{s} -> {t}: weight {float(w):+.3g}')}</title></line>")
+                     f'stroke-opacity="{op:.2f}" stroke-width="{0.5 + 3.5 * a:.2f}"><title>'
+                     f"{html.escape(tip)}</title></line>")
     for n in sorted(nodes, key=lambda m: pos[m]):
         x, y = xy(n)
         kind = kinds.get(n, "feature")
@@ -104,6 +112,9 @@ def export_page(
             parts.append(f'<text x="{x + 9:.1f}" y="{y + 4:.1f}">{html.escape(text)}</text>')
     parts.append("</svg>")
     body = "".join(parts)
+    stated = bound_statement(circuit.meta)
+    if stated:
+        caption = f"{caption}\n\n{stated}" if caption.strip() else stated
     paras = "".join(f"<p>{html.escape(p.strip())}</p>" for p in caption.split("\n\n") if p.strip())
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head>"
             f'<body style="font-family:sans-serif;margin:1.5em"><h2>{html.escape(title)}</h2>{body}'

@@ -71,3 +71,30 @@ def test_negative_edges_are_mostly_invisible_so_the_default_plants_none():
     assert (A.data > 0).all()
     with pytest.raises(ValueError, match="neg_frac"):
         scale.make_pair(64, 100, neg_frac=1.0)
+
+
+def test_selection_records_report_the_selected_circuit_and_the_bound():
+    """`bench scale --selection ebic stability --target-rows all reachable` on a small planted pair: one
+    record per valid mode, precision/recall of the selected circuit recomputed here from its edges, and the
+    stability record's observed false edges next to its E[V] bound."""
+    Zs, Zt, A = scale.make_pair(80, 1000, seed=0, inhibitory=0.5, encoder_bias=-0.2)
+    recs = scale.selection_records(Zs, Zt, A, D=80, M=1000, n_jobs=1, alpha_min_ratio=1e-2,
+                                   modes=[("ebic", "all"), ("ebic", "reachable"), ("stability", "all")],
+                                   inhibitory=0.5, encoder_bias=-0.2, stability_b=2, stability_q=3, log=lambda m: None)
+    assert [r["method"] for r in recs] == ["fast ebic target_rows=all", "fast ebic target_rows=reachable",
+                                           "fast stability target_rows=all"]
+    n_true = A.nnz
+    for r in recs:
+        assert r["n_true"] == n_true and 0 <= r["false_edges"] <= r["n_selected"]
+        tp = r["n_selected"] - r["false_edges"]
+        assert r["precision_selected"] == pytest.approx(tp / r["n_selected"])
+        assert r["recall_selected"] == pytest.approx(tp / n_true)
+        assert 0 <= r["recall_negative"] <= 1 and r["n_negative"] == int((A.data < 0).sum()) > 0
+    st = recs[2]
+    assert st["expected_false_edges_bound"] > 0 and st["false_edges"] <= st["expected_false_edges_bound"]
+    assert recs[0]["expected_false_edges_bound"] is None and recs[1]["targets_refit"] > 0
+    p = argparse.ArgumentParser()
+    scale.add_arguments(p)
+    a = p.parse_args(["--selection", "ebic", "stability", "--target-rows", "all", "reachable", "--inhibitory", "0.5",
+                      "--encoder-bias", "-0.2", "--no-naive"])
+    assert a.selection == ["ebic", "stability"] and a.target_rows == ["all", "reachable"] and a.no_naive
