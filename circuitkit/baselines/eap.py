@@ -218,6 +218,26 @@ def activation_patching(model: Any, clean: Any, corrupt: Any, *, sites: Sequence
     return _circuit(sites, cands, signed, absval, n, meta)
 
 
+def _observational_capture(model: Any, clean: Any, *, sites: Sequence[str] | None, skip_first: int,
+                           batch_size: int) -> tuple[Any, int]:
+    """The clean prompts captured at every position after the first ``skip_first`` (the one BOS rule of
+    :mod:`circuitkit.sites` when ``skip_first`` is its default): the input of the observational methods.
+    Returns the activations and the number of prompts."""
+    from ..runtime.capturing import capture
+
+    batches = _as_batches(clean, "clean")
+    if sites is None:
+        sites = _resolve_sites(model, None, batches[0])
+    rows = [r.tolist() for b in batches for r in b]
+    if skip_first == N_SKIPPED_POSITIONS:
+        positions: Any = "after_bos"  # the one BOS rule (circuitkit.sites)
+    else:
+        def positions(_i: int, toks: list[str]) -> list[int]:
+            return list(range(skip_first, len(toks)))
+    acts = capture(model, rows, sites=list(sites), positions=positions, batch_size=batch_size, progress=False)
+    return acts, len(rows)
+
+
 def circuitlasso(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence[str] | None = None,
                  output_kind: OutputKind = "categorical", skip_first: int = 1, batch_size: int = 256,
                  progress: bool = False, **lasso_params: Any) -> Circuit:
@@ -230,24 +250,12 @@ def circuitlasso(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence
     :func:`circuitkit.evaluate.edge_scores` uses to rank candidates.
     """
     from ..fit.lasso import CircuitLasso
-    from ..runtime.capturing import capture
 
     t0 = time.perf_counter()
-    batches = _as_batches(clean, "clean")
-    if sites is None:
-        sites = _resolve_sites(model, None, batches[0])
-    rows = [r.tolist() for b in batches for r in b]
-
-    if skip_first == N_SKIPPED_POSITIONS:
-        positions: Any = "after_bos"  # the one BOS rule (circuitkit.sites)
-    else:
-        def positions(_i: int, toks: list[str]) -> list[int]:
-            return list(range(skip_first, len(toks)))
-
-    acts = capture(model, rows, sites=list(sites), positions=positions, batch_size=batch_size, progress=False)
+    acts, n_prompts = _observational_capture(model, clean, sites=sites, skip_first=skip_first, batch_size=batch_size)
     est = CircuitLasso(progress=progress, **lasso_params).fit(acts)
     circ = est.circuit_
-    circ.meta.update({"method": "circuitlasso", "seconds": time.perf_counter() - t0, "n_prompts": len(rows)})
+    circ.meta.update({"method": "circuitlasso", "seconds": time.perf_counter() - t0, "n_prompts": n_prompts})
     return circ
 
 

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..circuit import Circuit
-from ..sites import N_SKIPPED_POSITIONS
-from .eap import OutputKind, _as_batches, _resolve_sites
+from .eap import OutputKind, _observational_capture
 
 
 def circuitlasso_group(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence[str] | None = None,
@@ -24,22 +23,11 @@ def circuitlasso_group(model: Any, clean: Any, corrupt: Any = None, *, sites: Se
     :func:`circuitkit.evaluate.edge_scores` uses to rank candidates.
     """
     from ..fit.group import GroupCircuitLasso
-    from ..runtime.capturing import capture
 
     t0 = time.perf_counter()
-    batches = _as_batches(clean, "clean")
-    if sites is None:
-        sites = _resolve_sites(model, None, batches[0])
-    rows = [r.tolist() for b in batches for r in b]
-    if skip_first == N_SKIPPED_POSITIONS:
-        positions: Any = "after_bos"
-    else:
-        def positions(_i: int, toks: list[str]) -> list[int]:
-            return list(range(skip_first, len(toks)))
-
-    acts = capture(model, rows, sites=list(sites), positions=positions, batch_size=batch_size, progress=False)
+    acts, n_prompts = _observational_capture(model, clean, sites=sites, skip_first=skip_first, batch_size=batch_size)
     circ = GroupCircuitLasso(**group_params).fit(acts).circuit_
-    circ.meta.update({"method": "circuitlasso-group", "seconds": time.perf_counter() - t0, "n_prompts": len(rows)})
+    circ.meta.update({"method": "circuitlasso-group", "seconds": time.perf_counter() - t0, "n_prompts": n_prompts})
     return circ
 
 
