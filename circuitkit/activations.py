@@ -152,3 +152,45 @@ def check_finite(name: str, arr: np.ndarray) -> None:
             f"site {name!r} holds NaN or inf activations (first at flat row {bad}); "
             "check the model's dtype (fp16 overflow) and inputs, or drop those rows"
         )
+
+
+#: singular values below this fraction of a site's largest are numerically zero (float32 captures)
+_RANK_RTOL = 1e-6
+
+
+def compress_sites(X: Activations, *, variance: float = 0.99, max_components: int = 32) -> Activations:
+    """Each site reduced to its leading principal components, whitened: a cheaper component-level design.
+
+    A site's block is centred and projected on the fewest principal axes that keep ``variance`` of its total
+    variance, at most ``max_components`` and never an axis whose singular value is below ``1e-6`` of the
+    largest; the scores are divided by their standard deviations (unit variance, uncorrelated within the
+    site). Sites keep their names, so a component-level :class:`~circuitkit.fit.lasso.CircuitLasso` fitted
+    on the result has the same nodes and candidate edges, with ``k`` columns per site instead of ``d``: the
+    number of Lasso targets falls from ``sum d`` to ``sum k``. Regressing on whitened scores is regressing
+    on the site's projection onto those axes, so an edge through a discarded direction (at most
+    ``1 - variance`` of the site's variance) is lost. A constant site keeps one all-zero column. The kept
+    ``k`` and variance fractions are in ``meta["compressed"]``.
+    """
+    if not (isinstance(variance, (int, float)) and 0.0 < variance <= 1.0):
+        raise ValueError(f"variance must be in (0, 1], got {variance!r}")
+    if not (isinstance(max_components, int) and max_components >= 1):
+        raise ValueError(f"max_components must be an int >= 1, got {max_components!r}")
+    data, info = {}, {}
+    n = X.n_rows
+    for s, arr in X.data.items():
+        a = np.asarray(arr, dtype=np.float64)
+        check_finite(s, a)
+        a = a - a.mean(axis=0)
+        _, sv, vt = np.linalg.svd(a, full_matrices=False)
+        total = float(np.sum(sv**2))
+        if sv.size == 0 or total <= 0 or sv[0] <= 1e-12 * np.sqrt(n):
+            data[s] = np.zeros((n, 1), dtype=np.float32)
+            info[s] = {"k": 0, "variance": 0.0}
+            continue
+        rank = int(np.sum(sv > _RANK_RTOL * sv[0]))
+        cum = np.cumsum(sv**2) / total
+        k = max(1, min(int(np.searchsorted(cum, variance - 1e-12) + 1), rank, max_components))
+        data[s] = ((a @ vt[:k].T) / (sv[:k] / np.sqrt(n))).astype(np.float32)
+        info[s] = {"k": k, "variance": float(cum[k - 1])}
+    meta = dict(X.meta, compressed={"variance": float(variance), "max_components": int(max_components), "sites": info})
+    return Activations(data, X.index.copy(), X.tokens, meta)

@@ -1,4 +1,5 @@
-"""Faithfulness benchmark: ablate CircuitLasso, EAP and EAP-IG component circuits on held-out prompts (CPR, CMD).
+"""Faithfulness benchmark: ablate CircuitLasso, EAP and EAP-IG component circuits and CircuitLasso / SFC feature
+circuits on held-out prompts (CPR, CMD).
 
 Protocol (fixed seeds; ``benchmarks/faithfulness.md``):
 
@@ -12,37 +13,52 @@ Protocol (fixed seeds; ``benchmarks/faithfulness.md``):
   names replaced by two other names of the same pool (the "ABC" corruption); SVA, the subject's number
   flipped (``key`` <-> ``keys``). A prompt whose twin has another length (a name that tokenizes differently
   at the start of a sentence) gets a new draw, at most 20; one that never matches is dropped, for every method.
-* **Methods**, all at component level (sites ``embed``, heads, MLPs, ``out``), all fitted on the same fit
-  prompts:
+* **Methods at component level** (``--level component``, the default; sites ``embed``, heads, MLPs, ``out``),
+  all fitted on the same fit prompts:
 
   - ``circuitlasso``: the full model's logit difference ``logit[answer] - logit[distractor]`` at the last
     prompt position is the prediction target ``y``; every site except ``out`` is captured at that position
-    (:func:`circuitkit.capture`, one row per prompt) and :class:`circuitkit.CircuitLasso` is fitted with its
-    defaults (``fit(acts, y)``: every site regressed on all earlier sites, ``y`` on every site). ``y`` stands
-    for ``out`` (the logit difference is a read-out of it), so its edges ``u -> y`` become ``u -> out``.
-    Candidates are ranked by the regularisation path (``rank_by="path"``: entry alpha, then last score). It
+    (:func:`circuitkit.capture`, one row per prompt), each site is reduced to its leading whitened principal
+    components (:func:`circuitkit.activations.compress_sites` with its defaults: 99 % of the variance, at most
+    32; with one row per prompt a site has at most ``n_fit - 1`` informative directions anyway) and
+    :class:`circuitkit.CircuitLasso` is fitted with its defaults (``fit(acts, y)``: every site regressed on all
+    earlier sites, ``y`` on every site). Every edge is scored by its **influence on y**
+    (:func:`circuitkit.fit.influence.influence_circuit`: the part of the source's signal that reaches ``y``
+    through the target along the fitted linear map, read at the end of the regularisation path). ``y`` stands
+    for ``out`` (the logit difference is a read-out of it), so its edges ``u -> y`` become ``u -> out``. It
     never sees the corrupted prompts.
   - ``eap`` and ``eap-ig`` (``--ig-steps``, default 8): :mod:`circuitkit.baselines.eap` on the paired clean /
     corrupted fit prompts with the same logit-difference metric; ranked by their scores (mean absolute
     per-prompt attribution).
 
-* **Evaluation** (the same code for every circuit): :func:`circuitkit.faithfulness.faithfulness_curve` on
-  the held-out prompts, edge level, mean ablation (per-position means over the held-out prompts on the full
-  model), metric ``logit_diff`` at the last position, at the fractions ``FRACTIONS`` (``QUICK_FRACTIONS``
-  with ``--quick``) of the candidate edges. Reported: CPR and CMD (normalised fraction axis,
-  :func:`~circuitkit.faithfulness.cpr`), faithfulness and completeness at 5 %, 10 % and 20 % of the edges.
-* **Time**: wall seconds of each method's discovery, every forward and backward pass included
-  (CircuitLasso: the forward for ``y``, the capture and the fit). Each method first runs once on two
-  prompts so that imports and first-call costs are not counted.
+* **Methods at feature level** (``--level feature``; the model's embedded SAEs: the toy LM's five residual
+  SAEs, SmolLM2's L3/L9/L15/L21), each a ranking of every SAE latent:
 
-Cost: CircuitLasso fits one Lasso per site column. That is 2.7k columns on the toy LM (minutes), but
-173k on SmolLM2 (301 sites x 576), which does not finish on CPU (``benchmarks/faithfulness.md``). There
-use ``--methods eap,eap-ig`` or ``--model toylm``.
+  - ``circuitlasso``: the SAE sites captured at the last position, encoded, ``CircuitLasso().fit(features,
+    y)`` with its defaults (adjacent-site feature graph plus ``y`` on every feature), latents ranked by their
+    total effect on ``y`` through the fitted map (:func:`circuitkit.fit.influence.node_influence`), the
+    latents without a path to ``y`` after them by their marginal ``|corr(latent, y)|``;
+  - ``sfc``: :func:`circuitkit.baselines.sfc.sfc_circuit` (attribution patching, mean ablation, the same
+    metric), latents ranked by mean ``|indirect effect|``; its edge pass is skipped (``edges=False``), since
+    node ablation reads only the nodes, so its time is the node pass only.
+
+* **Evaluation** (the same code for every circuit of a level), on the held-out prompts, metric
+  ``logit_diff`` at the last position, mean ablation, at the fractions ``FRACTIONS`` (``QUICK_FRACTIONS``
+  with ``--quick``). Component level: :func:`circuitkit.faithfulness.faithfulness_curve` at edge level
+  (per-position means over the held-out prompts on the full model), fractions of the candidate edges.
+  Feature level: :func:`circuitkit.faithfulness.feature_faithfulness` (node ablation; error nodes kept)
+  of the top ``round(fraction * n_latents)`` latents; at fraction 1 nothing is ablated, so f = 1 and c = 0
+  without a forward pass. Reported: CPR and CMD (normalised fraction axis,
+  :func:`~circuitkit.faithfulness.cpr`), faithfulness and completeness at 5 %, 10 % and 20 %.
+* **Time**: wall seconds of each method's discovery, every forward and backward pass included
+  (CircuitLasso: the forward for ``y``, the capture, compression, the fit and the influence scores). Each
+  method first runs once on two prompts so that imports and first-call costs are not counted.
 
 Run::
 
     python -m circuitkit bench faithfulness --json outputs/faithfulness.json
     python -m circuitkit bench faithfulness --model toylm --task all --quick
+    python -m circuitkit bench faithfulness --model toylm --level all
 """
 
 from __future__ import annotations
@@ -52,6 +68,7 @@ import logging
 import random
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +83,8 @@ logger = logging.getLogger(__name__)
 MODELS = ("auto", "smollm2-135m", "toylm")
 TASKS = ("ioi", "sva", "all")
 METHODS = ("circuitlasso", "eap", "eap-ig")
+FEATURE_METHODS = ("circuitlasso", "sfc")
+LEVELS = ("component", "feature", "all")
 #: MIB's grid (share of candidate edges kept).
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 QUICK_FRACTIONS = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -248,7 +267,10 @@ def _y_as_out(circ: Any) -> Any:
 
 
 def fit_circuitlasso(model: Any, data: TaskData, *, sites: Sequence[str]) -> Any:
-    """Module docstring's ``circuitlasso``: capture at the last position + ``CircuitLasso().fit(acts, y)``."""
+    """Module docstring's ``circuitlasso``: capture at the last position, :func:`~circuitkit.activations.compress_sites`
+    (defaults), ``CircuitLasso().fit(acts, y)``, edges scored by :func:`~circuitkit.fit.influence.influence_circuit`."""
+    from ..activations import compress_sites
+    from ..fit.influence import influence_circuit
     from ..fit.lasso import CircuitLasso
     from ..runtime.capturing import capture
 
@@ -257,8 +279,11 @@ def fit_circuitlasso(model: Any, data: TaskData, *, sites: Sequence[str]) -> Any
     acts = capture(model, rows, sites=[s for s in sites if s != "out"], positions="last", progress=False,
                    batch_size=64)
     y = y[acts.index["prompt"].to_numpy()]
-    circ = CircuitLasso(progress=False).fit(acts, y).circuit_
-    return _y_as_out(circ)
+    small = compress_sites(acts)
+    with warnings.catch_warnings():  # "no edge into the prediction target" is expected: ranking reads the path end
+        warnings.simplefilter("ignore", UserWarning)
+        est = CircuitLasso(progress=False).fit(small, y)
+    return _y_as_out(influence_circuit(est, small))
 
 
 def discover(method: str, model: Any, data: TaskData, *, sites: Sequence[str], ig_steps: int = DEFAULT_IG_STEPS) -> Any:
@@ -309,17 +334,109 @@ def _at(curve: pd.DataFrame, frac: float, col: str) -> float:
     return float(row[col].iloc[0]) if len(row) else float("nan")
 
 
+# --------------------------------------------------------------------------------------------------
+# feature level
+# --------------------------------------------------------------------------------------------------
+
+
+def load_feature_saes(model_name: str) -> dict[str, Any]:
+    """The model's embedded SAEs (toy LM: its k=16 residual SAEs; SmolLM2: L3/L9/L15/L21), attached."""
+    from ..sae import attach_saes
+
+    _choice(model_name, MODELS[1:], "model")
+    if model_name == "smollm2-135m":
+        from ..models.smollm2 import load_smollm2_saes
+
+        return attach_saes(load_smollm2_saes())
+    from ..models.toylm import load_toy_saes
+
+    return attach_saes(load_toy_saes())
+
+
+def rank_features(method: str, model: Any, data: TaskData, saes: dict[str, Any]) -> list[str]:
+    """Every SAE latent ``site/f{i}`` of ``saes``, most important first, by ``method`` (module docstring)."""
+    _choice(method, FEATURE_METHODS, "feature-level method")
+    every = [f"{s}/f{i}" for s, sae in saes.items() for i in range(int(sae.cfg.d_sae))]
+    if method == "sfc":
+        from ..baselines.sfc import sfc_circuit
+
+        circ = sfc_circuit(model, saes, data.clean, answer=data.answer, distractor=data.distractor,
+                           ablation="mean", edges=False)
+        nodes = circ.nodes[circ.nodes["kind"] == "feature"]
+        effect = dict(zip(nodes["node"], nodes["abs_effect"].astype(float)))
+    else:
+        from ..fit.influence import node_influence
+        from ..fit.lasso import CircuitLasso
+        from ..runtime.capturing import capture
+        from ..sae import encode
+
+        rows = [r.tolist() for b in data.clean for r in b]
+        y = logit_diff(model, data)
+        acts = capture(model, rows, sites=list(saes), positions="last", progress=False, batch_size=64)
+        y = y[acts.index["prompt"].to_numpy()]
+        feats = encode(acts, saes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            est = CircuitLasso(progress=False).fit(feats, y)
+        effect = node_influence(est).to_dict()
+        # latents without a path to y: by their marginal |correlation| with y on the fit rows
+        yc = (y - y.mean()) / (y.std() or 1.0)
+        for site in feats.sites:
+            Z = feats[site].toarray() if hasattr(feats[site], "toarray") else np.asarray(feats[site])
+            Z = Z - Z.mean(axis=0)
+            sd = Z.std(axis=0)
+            corr = np.abs(Z.T @ yc) / (len(yc) * np.where(sd > 0, sd, np.inf))
+            for i, c in enumerate(corr):
+                effect.setdefault(f"{site}/f{i}", 0.0)
+                effect[f"{site}/f{i}"] = (effect[f"{site}/f{i}"], float(c))
+    key = {n: (v if isinstance(v, tuple) else (float(v), 0.0)) for n, v in effect.items()}
+    return sorted(every, key=lambda n: (-key.get(n, (0.0, 0.0))[0], -key.get(n, (0.0, 0.0))[1], n))
+
+
+def feature_curve(model: Any, ranking: Sequence[str], data: TaskData, saes: dict[str, Any], *,
+                  fractions: Sequence[float]) -> pd.DataFrame:
+    """Node-ablation faithfulness and completeness of the top ``fraction`` of ``ranking`` (all latents of
+    ``saes``) on ``data``: :func:`circuitkit.faithfulness.feature_faithfulness`, mean ablation, logit
+    difference at the last position, error nodes kept. At fraction 1 nothing is ablated, so f = 1 and c = 0
+    exactly (not evaluated)."""
+    from ..faithfulness import feature_faithfulness
+
+    total = len(ranking)
+    rows, m_full, m_empty = [], float("nan"), float("nan")
+    for f in fractions:
+        n = min(total, max(1, round(f * total)))
+        if n == total:
+            rows.append({"fraction": float(f), "n_features": n, "faithfulness": 1.0, "completeness": 0.0})
+            continue
+        r = feature_faithfulness(model, data.clean, list(ranking[:n]), saes, ablation="mean", metric="logit_diff",
+                                 answer=data.answer, distractor=data.distractor, batch_size=32)
+        m_full, m_empty = r["m_full"], r["m_empty"]
+        rows.append({"fraction": float(f), "n_features": n, "faithfulness": r["faithfulness"],
+                     "completeness": r["completeness"]})
+    curve = pd.DataFrame(rows)
+    curve.attrs.update({"m_full": m_full, "m_empty": m_empty, "n_candidates": total})
+    return curve
+
+
 def run_benchmark(*, model: str = "auto", task: str = "all", quick: bool = False, n_fit: int | None = None,
                   n_eval: int | None = None, seed: int = 0, ig_steps: int = DEFAULT_IG_STEPS,
                   methods: Sequence[str] = METHODS, fractions: Sequence[float] | None = None,
+                  level: str = "component", feature_methods: Sequence[str] = FEATURE_METHODS,
                   keep_curves: bool = False, on_record: Callable[[dict], None] | None = None) -> list[dict]:
-    """One record per (task, method): the module docstring's protocol. ``keep_curves`` adds each curve
-    (a DataFrame) under ``"curve"`` and the circuit under ``"circuit"`` (not JSON-serialisable);
-    ``on_record`` is called with each record as soon as it is measured."""
+    """One record per (task, level, method): the module docstring's protocol. ``level`` is ``"component"``
+    (``methods``), ``"feature"`` (``feature_methods``) or ``"all"``. ``keep_curves`` adds each curve (a
+    DataFrame) under ``"curve"`` and, at component level, the circuit under ``"circuit"`` (feature level: the
+    ranking under ``"ranking"``; not JSON-serialisable); ``on_record`` is called with each record as soon as
+    it is measured."""
     model_name = resolve_model(model)
     tasks = list(TASKS[:2]) if _choice(task, TASKS, "task") == "all" else [task]
+    _choice(level, LEVELS, "level")
+    methods = list(methods) if level in ("component", "all") else []
+    feature_methods = list(feature_methods) if level in ("feature", "all") else []
     for m in methods:
         _choice(m, METHODS, "method")
+    for m in feature_methods:
+        _choice(m, FEATURE_METHODS, "feature-level method")
     n_fit = n_fit if n_fit is not None else (QUICK_N_FIT if quick else DEFAULT_N_FIT)
     n_eval = n_eval if n_eval is not None else (QUICK_N_EVAL if quick else DEFAULT_N_EVAL)
     fractions = tuple(fractions) if fractions is not None else (QUICK_FRACTIONS if quick else FRACTIONS)
@@ -338,7 +455,7 @@ def run_benchmark(*, model: str = "auto", task: str = "all", quick: bool = False
             t0 = time.perf_counter()
             circ = discover(m, net, fit, sites=sites, ig_steps=ig_steps)
             seconds = time.perf_counter() - t0
-            rank_by = "path" if m == "circuitlasso" else "score"
+            rank_by = "score"
             curve = evaluate(net, circ, held, fractions=fractions, rank_by=rank_by)
             from ..faithfulness import cmd, cpr
 
@@ -359,7 +476,41 @@ def run_benchmark(*, model: str = "auto", task: str = "all", quick: bool = False
             records.append(rec)
             if on_record is not None:
                 on_record(rec)
+        if feature_methods:
+            saes = load_feature_saes(model_name)
+            for m in feature_methods:
+                rank_features(m, net, warm, saes)  # first-call costs not counted
+                t0 = time.perf_counter()
+                ranking = rank_features(m, net, fit, saes)
+                seconds = time.perf_counter() - t0
+                curve = feature_curve(net, ranking, held, saes, fractions=fractions)
+                records.append(_feature_record(curve, model_name, t, m, seconds, fit, held, fractions, seed, saes,
+                                               ranking if keep_curves else None))
+                logger.info("%s %s feature %s: CPR %.3f (%.1f s)", model_name, t, m, records[-1]["cpr"], seconds)
+                if on_record is not None:
+                    on_record(records[-1])
     return records
+
+
+def _feature_record(curve: pd.DataFrame, model_name: str, task: str, method: str, seconds: float, fit: TaskData,
+                    held: TaskData, fractions: Sequence[float], seed: int, saes: dict[str, Any],
+                    ranking: Sequence[str] | None) -> dict:
+    from ..faithfulness import cmd, cpr
+
+    rec = {"model": model_name, "task": task, "level": "feature", "method": method, "cpr": cpr(curve),
+           "cmd": cmd(curve)}
+    for f in REPORT_AT:
+        pct = f"{round(f * 100)}pct"
+        rec[f"faithfulness_{pct}"] = _at(curve, f, "faithfulness")
+        rec[f"completeness_{pct}"] = _at(curve, f, "completeness")
+    rec.update({"seconds": seconds, "n_fit": fit.n, "n_eval": held.n, "n_candidates": int(curve.attrs["n_candidates"]),
+                "n_features": [int(v) for v in curve["n_features"]], "sae_sites": list(saes),
+                "m_full": float(curve.attrs["m_full"]), "m_empty": float(curve.attrs["m_empty"]),
+                "rank_by": "influence on y" if method == "circuitlasso" else "mean |attribution|",
+                "fractions": list(fractions), "seed": seed, "ig_steps": None})
+    if ranking is not None:
+        rec["curve"], rec["ranking"] = curve, list(ranking)
+    return rec
 
 
 # --------------------------------------------------------------------------------------------------
@@ -378,23 +529,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ig-steps", type=int, default=DEFAULT_IG_STEPS, help="EAP-IG steps (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated subset of {', '.join(METHODS)} (default: all)")
+                        help=f"component level: comma-separated subset of {', '.join(METHODS)} (default: all)")
+    parser.add_argument("--level", default="component", choices=list(LEVELS),
+                        help="component (default), feature (SAE latents, node ablation) or all")
+    parser.add_argument("--feature-methods", default=",".join(FEATURE_METHODS),
+                        help=f"feature level: comma-separated subset of {', '.join(FEATURE_METHODS)} (default: all)")
 
 
-COLUMNS = ["model", "task", "method", "cpr", "cmd", "faithfulness_5pct", "faithfulness_10pct", "faithfulness_20pct",
+COLUMNS = ["model", "task", "level", "method", "cpr", "cmd", "faithfulness_5pct", "faithfulness_10pct", "faithfulness_20pct",
            "completeness_5pct", "completeness_10pct", "completeness_20pct", "seconds"]
 
 
 def format_table(records: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in records:
-        cells = [str(r[c]) for c in COLUMNS[:3]] + [f"{r[c]:.3f}" for c in COLUMNS[3:-1]] + [f"{r['seconds']:.1f}"]
+        cells = [str(r[c]) for c in COLUMNS[:4]] + [f"{r[c]:.3f}" for c in COLUMNS[4:-1]] + [f"{r['seconds']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(args) -> int:
     methods = [m.strip() for m in str(args.methods).split(",") if m.strip()]
+    feature_methods = [m.strip() for m in str(args.feature_methods).split(",") if m.strip()]
     path = Path(args.json) if getattr(args, "json", None) else None
     done: list[dict] = []
 
@@ -406,15 +562,20 @@ def main(args) -> int:
 
     records = run_benchmark(model=args.model, task=args.task, quick=args.quick, n_fit=args.n_fit,
                             n_eval=args.n_eval, seed=args.seed, ig_steps=args.ig_steps, methods=methods,
-                            on_record=write)
+                            level=args.level, feature_methods=feature_methods, on_record=write)
     r0 = records[0]
     print(f"model: {r0['model']}; {r0['n_fit']} fit / {r0['n_eval']} held-out prompts per task; edge-level mean "
           f"ablation, logit difference; {r0['n_candidates']} candidate edges; fractions {r0['fractions']}")
     print(format_table(records))
     for t in dict.fromkeys(r["task"] for r in records):
-        by = {r["method"]: r for r in records if r["task"] == t}
+        by = {r["method"]: r for r in records if r["task"] == t and r["level"] == "component"}
         if "circuitlasso" in by and "eap-ig" in by and by["circuitlasso"]["seconds"] > 0:
             cl, ig = by["circuitlasso"], by["eap-ig"]
             print(f"{t}: CPR CircuitLasso / EAP-IG = {cl['cpr'] / ig['cpr']:.2f}; CMD difference "
                   f"{cl['cmd'] - ig['cmd']:+.3f}; time EAP-IG / CircuitLasso = {ig['seconds'] / cl['seconds']:.2f}x")
+        fb = {r["method"]: r for r in records if r["task"] == t and r["level"] == "feature"}
+        if "circuitlasso" in fb and "sfc" in fb and fb["circuitlasso"]["seconds"] > 0:
+            cl, sf = fb["circuitlasso"], fb["sfc"]
+            print(f"{t} (feature level): f@10% CircuitLasso {cl['faithfulness_10pct']:.3f} vs SFC "
+                  f"{sf['faithfulness_10pct']:.3f}; time SFC / CircuitLasso = {sf['seconds'] / cl['seconds']:.2f}x")
     return 0

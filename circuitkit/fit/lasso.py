@@ -138,6 +138,9 @@ class CircuitLasso(BaseEstimator):
     coef_: CSR ``[n_columns, n_columns]`` coefficients of ``circuit_`` (rows targets, columns sources).
     coef_path_: the same at every grid point (``coef_path_[k]`` at ``alphas_[k]``); :meth:`path_arrays` gives
         the path as flat numeric arrays.
+    y_coef_path_: with ``fit(data, y)``, the prediction target's CSR ``[n_y, n_columns]`` coefficients at every
+        grid point (``None`` without ``y``); ``y_nodes_`` their node names. :mod:`circuitkit.fit.influence`
+        reads both to score edges by their influence on ``y``.
     columns_: DataFrame describing each column (node, site).
     skipped_targets_: nodes that were not fitted as targets, with the reason.
     collinear_sources_: groups of feature nodes whose standardised columns are identical (a warning names
@@ -546,6 +549,8 @@ class CircuitLasso(BaseEstimator):
             t_fit += time.perf_counter() - t_stab
         self.alphas_ = np.asarray(alphas)
         self.coef_path_ = coefs
+        self.y_coef_path_ = y_coefs
+        self.y_nodes_ = list(y_nodes)
         self.n_edges_path_ = n_edges_path
         if stab is not None:
             # kept pairs; weight = the full-data coefficient at the last grid point where it is nonzero

@@ -4,7 +4,9 @@
   has faithfulness 1 and completeness 0 exactly;
 * the held-out prompts differ from the fit prompts, and every corrupted prompt has its clean prompt's length
   and none of its names (IOI) / the other subject number (SVA);
-* CircuitLasso's prediction node ``y`` becomes the ``out`` site (edges and path);
+* CircuitLasso's prediction node ``y`` becomes the ``out`` site (edges and path); its component circuit
+  scores edges by influence on ``y`` and has edges into ``out``;
+* the feature level ranks every SAE latent (CircuitLasso and SFC) and its curve ends at f = 1, c = 0;
 * bad --model / --task name the valid choices (library and command line).
 """
 
@@ -89,6 +91,33 @@ def test_y_node_becomes_out():
     assert set(out.nodes["node"]) == {"embed", "L0.H0", "out"}
     assert set(zip(out.edges["source"], out.edges["target"])) == {("embed", "L0.H0"), ("L0.H0", "out")}
     assert ("L0.H0", "out") in set(zip(out.path["source"], out.path["target"]))
+
+
+def test_circuitlasso_component_circuit_reaches_out():
+    model, tok = load_toy_lm()
+    fit = bench.make_task_data("toylm", tok, "ioi", 16, seed=0, split="fit")
+    circ = bench.fit_circuitlasso(model, fit, sites=bench._sites(model, fit))
+    e = circ.edges
+    assert "y" not in set(e["target"]) and (e["target"] == "out").any()
+    assert e["score"].is_monotonic_decreasing and (e["score"] > 0).all()
+    assert circ.meta["edge_score"].startswith("influence on y")
+
+
+def test_feature_level_records():
+    recs = bench.run_benchmark(model="toylm", task="sva", n_fit=12, n_eval=8, level="feature",
+                               fractions=(0.01, 0.1, 1.0), keep_curves=True)
+    assert [(r["level"], r["method"]) for r in recs] == [("feature", "circuitlasso"), ("feature", "sfc")]
+    for r in recs:
+        assert KEYS <= set(r) and math.isfinite(r["cpr"]) and r["seconds"] > 0
+        assert sorted(r["ranking"]) == sorted(set(r["ranking"])) and len(r["ranking"]) == r["n_candidates"]
+        last = r["curve"].iloc[-1]
+        assert last["faithfulness"] == 1.0 and last["completeness"] == 0.0
+        assert r["n_features"][0] == round(0.01 * r["n_candidates"])
+    json.dumps([{k: v for k, v in r.items() if k not in ("curve", "ranking")} for r in recs])
+    with pytest.raises(ValueError, match=r"unknown feature-level method 'eap'.*'circuitlasso', 'sfc'"):
+        bench.run_benchmark(model="toylm", level="feature", feature_methods=("eap",))
+    with pytest.raises(ValueError, match=r"unknown level 'edge'.*'component', 'feature', 'all'"):
+        bench.run_benchmark(model="toylm", level="edge")
 
 
 def test_bad_model_and_task_name_the_choices(capsys):
