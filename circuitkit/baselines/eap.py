@@ -40,7 +40,7 @@ from torch import Tensor
 from ..circuit import Circuit
 from ..evaluate import candidate_edges
 from ..runtime.split import answer_targets, input_gradients, run_components, task_metric
-from ..sites import N_SKIPPED_POSITIONS
+from ..sites import circuit_positions
 
 logger = logging.getLogger(__name__)
 
@@ -195,12 +195,7 @@ def circuitlasso(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence
         sites = _resolve_sites(model, None, batches[0])
     rows = [r.tolist() for b in batches for r in b]
 
-    if skip_first == N_SKIPPED_POSITIONS:
-        positions: Any = "after_bos"  # the one BOS rule (circuitkit.sites)
-    else:
-        def positions(_i: int, toks: list[str]) -> list[int]:
-            return list(range(skip_first, len(toks)))
-
+    positions = circuit_positions(skip_first)  # the one BOS rule (circuitkit.sites.DEFAULT_POSITIONS)
     acts = capture(model, rows, sites=list(sites), positions=positions, batch_size=batch_size, progress=False)
     est = CircuitLasso(progress=progress, **lasso_params).fit(acts)
     circ = est.circuit_

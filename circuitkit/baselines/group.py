@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..circuit import Circuit
-from ..sites import N_SKIPPED_POSITIONS
+from ..sites import circuit_positions
 from .eap import OutputKind, _as_batches, _resolve_sites
 
 
@@ -31,12 +31,7 @@ def circuitlasso_group(model: Any, clean: Any, corrupt: Any = None, *, sites: Se
     if sites is None:
         sites = _resolve_sites(model, None, batches[0])
     rows = [r.tolist() for b in batches for r in b]
-    if skip_first == N_SKIPPED_POSITIONS:
-        positions: Any = "after_bos"
-    else:
-        def positions(_i: int, toks: list[str]) -> list[int]:
-            return list(range(skip_first, len(toks)))
-
+    positions = circuit_positions(skip_first)  # the one BOS rule (circuitkit.sites.DEFAULT_POSITIONS)
     acts = capture(model, rows, sites=list(sites), positions=positions, batch_size=batch_size, progress=False)
     circ = GroupCircuitLasso(**group_params).fit(acts).circuit_
     circ.meta.update({"method": "circuitlasso-group", "seconds": time.perf_counter() - t0, "n_prompts": len(rows)})

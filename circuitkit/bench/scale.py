@@ -448,11 +448,11 @@ def capture_records(sizes: tuple[int, int], n_throughput: int) -> list[dict]:
     records = []
     model, _saes, sites, prompts, name = _capture_model(n_throughput)
     torch.set_num_threads(1)
-    ck.capture(model, prompts[:64], sites=sites, batch_size=64, progress=False)  # warm up
+    ck.capture(model, prompts[:64], sites=sites, batch_size=64, progress=False, positions="all")  # warm up
     ck.forward(model, prompts[:64], batch_size=64)
     best = {}
     for label, fn in (("forward", lambda: ck.forward(model, prompts, batch_size=64)),
-                      ("capture", lambda: ck.capture(model, prompts, sites=sites, batch_size=64, progress=False))):
+                      ("capture", lambda: ck.capture(model, prompts, sites=sites, batch_size=64, progress=False, positions="all"))):
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
