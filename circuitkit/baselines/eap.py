@@ -130,6 +130,15 @@ def _attribution(model: Any, clean: Any, corrupt: Any, *, sites: Sequence[str] |
     return _circuit(sites, cands, signed, absval, n, meta)
 
 
+
+def circuitlasso_qk(model: Any, clean: Any, corrupt: Any = None, **params: Any) -> Circuit:
+    """:func:`circuitlasso` with ``qk=True`` (query/key pathways; Tracr models only), registered as
+    ``"circuitlasso-qk"``."""
+    circ = circuitlasso(model, clean, corrupt, qk=True, **params)
+    circ.meta["method"] = "circuitlasso-qk"
+    return circ
+
+
 def eap(model: Any, clean: Any, corrupt: Any, *, sites: Sequence[str] | None = None,
         output_kind: OutputKind = "categorical", batch_size: int = 256) -> Circuit:
     """Edge attribution patching (module docstring). ``clean``/``corrupt``: ``[batch, pos]`` token ids or
@@ -177,8 +186,11 @@ def activation_patching(model: Any, clean: Any, corrupt: Any, *, sites: Sequence
 
 def circuitlasso(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence[str] | None = None,
                  output_kind: OutputKind = "categorical", skip_first: int = 1, batch_size: int = 256,
-                 progress: bool = False, **lasso_params: Any) -> Circuit:
+                 progress: bool = False, qk: bool = False, **lasso_params: Any) -> Circuit:
     """CircuitLasso on the clean prompts only (observational: ``corrupt`` is ignored).
+
+    ``qk=True`` also fits every head's query and key vectors as targets and merges the edges found
+    through them (:mod:`circuitkit.fit.qk`; edges get a ``via`` column, e.g. ``"v+q"``). Tracr models only.
 
     Captures ``sites`` at every position after the first ``skip_first`` (BOS) with
     :func:`circuitkit.capture` and fits :class:`~circuitkit.fit.lasso.CircuitLasso` with its defaults
@@ -197,10 +209,14 @@ def circuitlasso(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence
 
     positions = circuit_positions(skip_first)  # the one BOS rule (circuitkit.sites.DEFAULT_POSITIONS)
     acts = capture(model, rows, sites=list(sites), positions=positions, batch_size=batch_size, progress=False)
-    est = CircuitLasso(progress=progress, **lasso_params).fit(acts)
-    circ = est.circuit_
+    if qk:
+        from ..fit.qk import capture_qk, fit_qk_circuit
+
+        circ = fit_qk_circuit(acts, capture_qk(model, rows, acts=acts), progress=progress, **lasso_params)
+    else:
+        circ = CircuitLasso(progress=progress, **lasso_params).fit(acts).circuit_
     circ.meta.update({"method": "circuitlasso", "seconds": time.perf_counter() - t0, "n_prompts": len(rows)})
     return circ
 
 
-__all__ = ["activation_patching", "circuitlasso", "eap", "eap_ig"]
+__all__ = ["activation_patching", "circuitlasso", "circuitlasso_qk", "eap", "eap_ig"]
