@@ -19,6 +19,7 @@ import re
 import sys
 
 BENCHES = {"ground-truth": "circuitkit.bench.ground_truth", "scale": "circuitkit.bench.scale",
+           "component-scale": "circuitkit.bench.component_scale",
            "debias": "circuitkit.bench.debias"}
 
 
