@@ -35,6 +35,7 @@ import torch
 
 from ..activations import Activations
 from ..circuit import Circuit
+from ..runtime.interventions import Record, hooked
 from ..sites import parse_site
 
 PATHWAYS = ("v", "q", "k")
@@ -86,28 +87,23 @@ def capture_qk(model: Any, inputs: Sequence[Sequence[int]] | torch.Tensor, *, ac
     by_len: dict[int, list[int]] = {}
     for i in need:
         by_len.setdefault(len(rows[i]), []).append(int(i))
-    seen: dict[int, torch.Tensor] = {}
-    for idx in by_len.values():
-        ids = torch.tensor([rows[i] for i in idx], dtype=torch.long)
-        seen.clear()
-        hooks = [mod.layers[layer].attn.register_forward_pre_hook(
-            lambda _m, a, layer=layer: seen.__setitem__(layer, a[0])) for layer in layers]
-        try:
-            mod(ids)
-        finally:
-            for hk in hooks:
-                hk.remove()
-        for layer in layers:
-            attn, x = mod.layers[layer].attn, seen[layer]
-            q = attn._heads(x, attn.W_Q, attn.b_Q).float().numpy()  # [b, pos, head, d_head]
-            k = attn._heads(x, attn.W_K, attn.b_K).float().numpy()
-            for h, p in parsed.items():
-                if p.layer != layer:
-                    continue
-                for b, i in enumerate(idx):
-                    r = np.asarray(need[i])
-                    out[h]["q"][r] = q[b, positions[r], p.head]
-                    out[h]["k"][r] = k[b, positions[r], p.head]
+    # a Tracr head reads its block's input (no layer norm): L{layer}.resid_pre, recorded by the runtime's hooks
+    reads = {layer: f"L{layer}.resid_pre" for layer in layers}
+    with hooked(mod, [Record(site) for site in reads.values()]) as state:
+        for idx in by_len.values():
+            state.clear()
+            mod(torch.tensor([rows[i] for i in idx], dtype=torch.long))
+            for layer in layers:
+                attn, x = mod.layers[layer].attn, state.records[reads[layer]]
+                q = attn._heads(x, attn.W_Q, attn.b_Q).float().numpy()  # [b, pos, head, d_head]
+                k = attn._heads(x, attn.W_K, attn.b_K).float().numpy()
+                for h, p in parsed.items():
+                    if p.layer != layer:
+                        continue
+                    for b, i in enumerate(idx):
+                        r = np.asarray(need[i])
+                        out[h]["q"][r] = q[b, positions[r], p.head]
+                        out[h]["k"][r] = k[b, positions[r], p.head]
     return out
 
 
