@@ -20,8 +20,8 @@ import re
 import sys
 
 BENCHES = {"ground-truth": "circuitkit.bench.ground_truth", "scale": "circuitkit.bench.scale",
-           "debias": "circuitkit.bench.debias", "capture": "circuitkit.bench.capture",
-           "faithfulness": "circuitkit.bench.faithfulness"}
+           "component-scale": "circuitkit.bench.component_scale", "debias": "circuitkit.bench.debias",
+           "capture": "circuitkit.bench.capture", "faithfulness": "circuitkit.bench.faithfulness"}
 
 
 def _module(name: str):

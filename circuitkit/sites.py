@@ -28,7 +28,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 SiteKind = Literal["embed", "resid_pre", "head", "attn", "mlp", "resid_post", "out"]
 
@@ -156,6 +158,30 @@ def validate_sites(names: Iterable[str], available: Iterable[str]) -> list[str]:
 #: attention sink whose activations are nearly prompt-independent. One rule everywhere: capture's
 #: ``positions="after_bos"``, the runtime's pooling and ablation masks, EAP's metric (``skip_first=1``).
 N_SKIPPED_POSITIONS = 1
+
+#: The rows a circuit is fit on, and the default ``positions=`` of :func:`circuitkit.capture` and
+#: :func:`circuitkit.runtime.store.capture_to_disk`: every real token but the first
+#: (:data:`N_SKIPPED_POSITIONS`). ``ck.discover("circuitlasso" | "circuitlasso-group", ...)`` capture with
+#: the same rule, so ``CircuitLasso().fit(ck.capture(model, ids, sites=...))`` and
+#: ``ck.discover("circuitlasso", model, ids, sites=...)`` see the same rows and give the same circuit.
+#: Pass ``positions="all"`` to keep position 0.
+DEFAULT_POSITIONS = "after_bos"
+
+
+def circuit_positions(skip_first: int = N_SKIPPED_POSITIONS) -> Any:
+    """The ``positions=`` rule that skips the first ``skip_first`` tokens: :data:`DEFAULT_POSITIONS` for
+    the default (so discovery and a default :func:`circuitkit.capture` agree), else a callable."""
+    if not isinstance(skip_first, (int, np.integer)) or skip_first < 0:
+        raise ValueError(f"skip_first must be an int >= 0, got {skip_first!r}")
+    if skip_first == N_SKIPPED_POSITIONS:
+        return DEFAULT_POSITIONS
+    if skip_first == 0:
+        return "all"
+
+    def positions(_prompt: int, tokens: list[str]) -> list[int]:
+        return list(range(int(skip_first), len(tokens)))
+
+    return positions
 
 
 def after_bos(_prompt: int, tokens: list[str]) -> list[int]:

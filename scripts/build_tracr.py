@@ -1,6 +1,7 @@
 """Compile circuitkit's Tracr ground-truth suite and write ``data/tracr/<task>/``.
 
     python scripts/build_tracr.py [--out data/tracr] [--only reverse,hist] [--n-check 300]
+    python scripts/build_tracr.py --holdout      # the holdout split -> data/tracr_holdout
 
 Needs the dev extra (``tracr-pypi``, jax, haiku). Deterministic: the programs, vocabularies and
 sampler seeds are fixed, and Tracr's compilation is deterministic. For every task it
@@ -239,6 +240,68 @@ TASKS = {
 }
 
 
+def _same_as_prev():
+    # a head (clamped previous token) feeding a two-input MLP that also reads the token itself
+    prev = shift_clamped(1, rasp.tokens)
+    return rasp.SequenceMap(lambda p, t: p == t, prev, rasp.tokens).named("same_as_prev")
+
+
+def _detect_ba():
+    a = shift_clamped(1, rasp.tokens == "b")
+    return (a & (rasp.tokens == "a")).named("detect_ba")
+
+
+# Holdout split (``--holdout``, written to ``data/tracr_holdout``): programs that CircuitLasso's
+# defaults were NOT chosen on. Add tasks here only; never tune defaults on their results.
+HOLDOUT_TASKS = {
+    "hist4": {
+        "make": lambda: lib.make_hist(),
+        "vocab": ["a", "b", "c", "d"],
+        "max_seq_len": 6,
+        "description": "hist with a 4-token vocab and length 6.",
+        "program": "lib.make_hist(): SelectorWidth(Select(tokens, tokens, EQ))",
+    },
+    "count_b": {
+        "make": lambda: lib.make_count(rasp.tokens, "b"),
+        "vocab": ["a", "b", "c", "d"],
+        "max_seq_len": 6,
+        "description": "Number of 'b' tokens in the input, at every position (categorical).",
+        "program": "lib.make_count(tokens, 'b')",
+    },
+    "sort_unique6": {
+        "make": lambda: lib.make_sort_unique(rasp.tokens, rasp.tokens),
+        "vocab": [2, 4, 6, 8, 10, 12],
+        "max_seq_len": 6,
+        "sampler": {"kind": "distinct", "min_len": 1},
+        "description": "Sort distinct even tokens ascending (6-token vocab, length 6).",
+        "program": "lib.make_sort_unique(tokens, tokens)",
+    },
+    "dyck2": {
+        "make": lambda: lib.make_shuffle_dyck2().named("shuffle_dyck2"),
+        "vocab": ["(", ")", "{", "}"],
+        "max_seq_len": 5,
+        "sampler": {"kind": "dyck", "pair": "()", "min_len": 1},
+        "description": "Is the input a shuffle of balanced '()' and '{}' strings? (bool)",
+        "program": "lib.make_shuffle_dyck2(): make_shuffle_dyck(['()', '{}'])",
+    },
+    "same_as_prev": {
+        "make": _same_as_prev,
+        "vocab": ["a", "b", "c"],
+        "max_seq_len": 6,
+        "description": "Is the token equal to the previous one (the first compares with itself)? (bool)",
+        "program": "SequenceMap(p == t, shift_clamped(1, tokens), tokens)",
+    },
+    "detect_ba": {
+        "make": _detect_ba,
+        "vocab": ["a", "b", "c", "d"],
+        "max_seq_len": 6,
+        "sampler": {"kind": "plant", "pattern": ["b", "a"], "min_len": 1},
+        "description": "True at the 'a' of each occurrence of 'ba' (bool).",
+        "program": "shift_clamped(1, tokens=='b') & (tokens=='a')",
+    },
+}
+
+
 # --------------------------------------------------------------------------------------------------
 # compilation that keeps the graph (same steps as tracr.compiler.compiling.compile_rasp_to_model)
 # --------------------------------------------------------------------------------------------------
@@ -394,17 +457,22 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "data" / "tracr"))
     ap.add_argument("--only", default="", help="comma-separated task names (default: all)")
     ap.add_argument("--n-check", type=int, default=300, help="fresh random inputs checked per task")
+    ap.add_argument("--holdout", action="store_true",
+                    help="build the holdout split (HOLDOUT_TASKS) into data/tracr_holdout unless --out")
     args = ap.parse_args(argv)
+    tasks = HOLDOUT_TASKS if args.holdout else TASKS
+    if args.holdout and args.out == str(ROOT / "data" / "tracr"):
+        args.out = str(ROOT / "data" / "tracr_holdout")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = [n for n in args.only.split(",") if n] or list(TASKS)
-    unknown = [n for n in names if n not in TASKS]
+    names = [n for n in args.only.split(",") if n] or list(tasks)
+    unknown = [n for n in names if n not in tasks]
     if unknown:
-        raise SystemExit(f"unknown tasks {unknown}; valid: {sorted(TASKS)}")
+        raise SystemExit(f"unknown tasks {unknown}; valid: {sorted(tasks)}")
     for name in names:
         if (out / name).exists():
             shutil.rmtree(out / name)
-        build(name, TASKS[name], out, args.n_check)
+        build(name, tasks[name], out, args.n_check)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {len(names)} tasks to {out} ({size / 1e6:.2f} MB)")
 

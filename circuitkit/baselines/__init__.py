@@ -7,6 +7,8 @@ row; observational methods ignore ``corrupt``). Registered names:
 * ``"circuitlasso"``: :func:`circuitkit.baselines.eap.circuitlasso` (capture + CircuitLasso);
 * ``"circuitlasso-group"``: :func:`circuitkit.baselines.group.circuitlasso_group` (capture +
   GroupCircuitLasso: one group-Lasso fit per target site over PCA-compressed source sites);
+* ``"circuitlasso-qk"``: ``circuitlasso`` with ``qk=True`` (also fits heads' queries and keys:
+  :mod:`circuitkit.fit.qk`; Tracr models only);
 * ``"eap"``: edge attribution patching;
 * ``"eap-ig"``: EAP with integrated gradients (``steps=``);
 * ``"patching"``: exact edge activation patching (the reference EAP approximates);
@@ -28,6 +30,7 @@ from typing import Any
 _BUILTIN = {
     "circuitlasso": ("circuitkit.baselines.eap", "circuitlasso"),
     "circuitlasso-group": ("circuitkit.baselines.group", "circuitlasso_group"),
+    "circuitlasso-qk": ("circuitkit.baselines.eap", "circuitlasso_qk"),
     "eap": ("circuitkit.baselines.eap", "eap"),
     "eap-ig": ("circuitkit.baselines.eap", "eap_ig"),
     "patching": ("circuitkit.baselines.eap", "activation_patching"),

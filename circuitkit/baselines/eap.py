@@ -42,7 +42,7 @@ from torch import Tensor
 from ..circuit import Circuit
 from ..evaluate import candidate_edges
 from ..runtime.split import answer_targets, input_gradients, run_components, task_metric
-from ..sites import N_SKIPPED_POSITIONS
+from ..sites import circuit_positions
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +169,14 @@ def _attribution(model: Any, clean: Any, corrupt: Any, *, sites: Sequence[str] |
     return _circuit(sites, cands, signed, absval, n, meta)
 
 
+def circuitlasso_qk(model: Any, clean: Any, corrupt: Any = None, **params: Any) -> Circuit:
+    """:func:`circuitlasso` with ``qk=True`` (query/key pathways; Tracr models only), registered as
+    ``"circuitlasso-qk"``."""
+    circ = circuitlasso(model, clean, corrupt, qk=True, **params)
+    circ.meta["method"] = "circuitlasso-qk"
+    return circ
+
+
 def eap(model: Any, clean: Any, corrupt: Any, *, sites: Sequence[str] | None = None,
         output_kind: OutputKind = "categorical", batch_size: int = 256, answer: Any = None,
         distractor: Any = None) -> Circuit:
@@ -219,29 +227,29 @@ def activation_patching(model: Any, clean: Any, corrupt: Any, *, sites: Sequence
 
 
 def _observational_capture(model: Any, clean: Any, *, sites: Sequence[str] | None, skip_first: int,
-                           batch_size: int) -> tuple[Any, int]:
-    """The clean prompts captured at every position after the first ``skip_first`` (the one BOS rule of
-    :mod:`circuitkit.sites` when ``skip_first`` is its default): the input of the observational methods.
-    Returns the activations and the number of prompts."""
+                           batch_size: int) -> tuple[Any, list[list[int]]]:
+    """The clean prompts captured at every position after the first ``skip_first``
+    (:func:`circuitkit.sites.circuit_positions`: the one BOS rule, :data:`~circuitkit.sites.DEFAULT_POSITIONS`,
+    for the default ``skip_first``): the input of the observational methods ``circuitlasso`` and
+    ``circuitlasso-group``. Returns the activations and the prompts' token ids (one list per prompt)."""
     from ..runtime.capturing import capture
 
     batches = _as_batches(clean, "clean")
     if sites is None:
         sites = _resolve_sites(model, None, batches[0])
     rows = [r.tolist() for b in batches for r in b]
-    if skip_first == N_SKIPPED_POSITIONS:
-        positions: Any = "after_bos"  # the one BOS rule (circuitkit.sites)
-    else:
-        def positions(_i: int, toks: list[str]) -> list[int]:
-            return list(range(skip_first, len(toks)))
+    positions = circuit_positions(skip_first)  # the one BOS rule (circuitkit.sites.DEFAULT_POSITIONS)
     acts = capture(model, rows, sites=list(sites), positions=positions, batch_size=batch_size, progress=False)
-    return acts, len(rows)
+    return acts, rows
 
 
 def circuitlasso(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence[str] | None = None,
                  output_kind: OutputKind = "categorical", skip_first: int = 1, batch_size: int = 256,
-                 progress: bool = False, **lasso_params: Any) -> Circuit:
+                 progress: bool = False, qk: bool = False, **lasso_params: Any) -> Circuit:
     """CircuitLasso on the clean prompts only (observational: ``corrupt`` is ignored).
+
+    ``qk=True`` also fits every head's query and key vectors as targets and merges the edges found
+    through them (:mod:`circuitkit.fit.qk`; edges get a ``via`` column, e.g. ``"v+q"``). Tracr models only.
 
     Captures ``sites`` at every position after the first ``skip_first`` (BOS) with
     :func:`circuitkit.capture` and fits :class:`~circuitkit.fit.lasso.CircuitLasso` with its defaults
@@ -252,11 +260,15 @@ def circuitlasso(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence
     from ..fit.lasso import CircuitLasso
 
     t0 = time.perf_counter()
-    acts, n_prompts = _observational_capture(model, clean, sites=sites, skip_first=skip_first, batch_size=batch_size)
-    est = CircuitLasso(progress=progress, **lasso_params).fit(acts)
-    circ = est.circuit_
-    circ.meta.update({"method": "circuitlasso", "seconds": time.perf_counter() - t0, "n_prompts": n_prompts})
+    acts, rows = _observational_capture(model, clean, sites=sites, skip_first=skip_first, batch_size=batch_size)
+    if qk:
+        from ..fit.qk import capture_qk, fit_qk_circuit
+
+        circ = fit_qk_circuit(acts, capture_qk(model, rows, acts=acts), progress=progress, **lasso_params)
+    else:
+        circ = CircuitLasso(progress=progress, **lasso_params).fit(acts).circuit_
+    circ.meta.update({"method": "circuitlasso", "seconds": time.perf_counter() - t0, "n_prompts": len(rows)})
     return circ
 
 
-__all__ = ["activation_patching", "circuitlasso", "eap", "eap_ig"]
+__all__ = ["activation_patching", "circuitlasso", "circuitlasso_qk", "eap", "eap_ig"]

@@ -25,9 +25,9 @@ def circuitlasso_group(model: Any, clean: Any, corrupt: Any = None, *, sites: Se
     from ..fit.group import GroupCircuitLasso
 
     t0 = time.perf_counter()
-    acts, n_prompts = _observational_capture(model, clean, sites=sites, skip_first=skip_first, batch_size=batch_size)
+    acts, rows = _observational_capture(model, clean, sites=sites, skip_first=skip_first, batch_size=batch_size)
     circ = GroupCircuitLasso(**group_params).fit(acts).circuit_
-    circ.meta.update({"method": "circuitlasso-group", "seconds": time.perf_counter() - t0, "n_prompts": n_prompts})
+    circ.meta.update({"method": "circuitlasso-group", "seconds": time.perf_counter() - t0, "n_prompts": len(rows)})
     return circ
 
 

@@ -3,6 +3,9 @@
 Protocol (fixed seeds; every method sees the same prompts):
 
 * **Tasks**: every embedded Tracr task (:func:`circuitkit.models.tracr.list_tracr_tasks`), or ``--tasks``.
+  ``--holdout`` runs the holdout split instead (``list_tracr_tasks("holdout")``: programs built by
+  ``scripts/build_tracr.py --holdout`` that no default was chosen on; disjoint from the suite). Every
+  record carries ``split`` (``"suite"`` or ``"holdout"``).
   Sites are the task's non-empty components; truth is its weight-derived component edges.
 * **Clean prompts**: ``n`` sequences from the task's sampler (``task.sample_inputs(n, seed=seed)``; the
   sampler draws the length too). **Corrupted prompts**: for each clean prompt, an independent draw from
@@ -24,6 +27,7 @@ Run::
 
     python -m circuitkit bench ground-truth --json outputs/ground_truth.json
     python -m circuitkit bench ground-truth --tasks hist sort --n-samples 100 --quick
+    python -m circuitkit bench ground-truth --holdout --json outputs/ground_truth_holdout.json
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ def make_prompts(task: Any, n: int, *, seed: int = 0) -> tuple[list[torch.Tensor
 
 
 def run_task(task: Any, *, methods: Sequence[str] = DEFAULT_METHODS, n_samples: int = DEFAULT_N,
-             ig_steps: int = DEFAULT_IG_STEPS, seed: int = 0) -> tuple[list[dict], dict[str, Any]]:
+             ig_steps: int = DEFAULT_IG_STEPS, seed: int = 0, split: str = "suite") -> tuple[list[dict], dict[str, Any]]:
     """Run ``methods`` on one task; returns the metric records and the circuits by method."""
     from ..baselines import get_method
     from ..evaluate import candidate_edges, edge_metrics
@@ -86,7 +90,7 @@ def run_task(task: Any, *, methods: Sequence[str] = DEFAULT_METHODS, n_samples: 
         secs = time.perf_counter() - t0
         met = edge_metrics(circ, task.true_edges, candidates=cands)
         circuits[m] = circ
-        records.append({"task": task.name, "method": m, "auroc": met["auroc"], "shd": met["shd"],
+        records.append({"task": task.name, "split": split, "method": m, "auroc": met["auroc"], "shd": met["shd"],
                         "precision": met["precision"], "recall": met["recall"],
                         "shd_selected": met["shd_selected"], "seconds": secs, "n_true": met["n_true"],
                         "n_candidates": met["n_candidates"], "n_prompts": n_samples,
@@ -101,8 +105,11 @@ def _warmup(methods: Sequence[str], task: Any, ig_steps: int) -> None:
 
 def run_benchmark(tasks: Sequence[str] | None = None, *, methods: Sequence[str] = DEFAULT_METHODS,
                   n_samples: int = DEFAULT_N, ig_steps: int = DEFAULT_IG_STEPS, seed: int = 0,
-                  progress: bool = False) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+                  progress: bool = False, split: str = "suite") -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """The benchmark as a function (the CLI and the notebook call this).
+
+    ``split`` picks the task set (``"suite"`` or ``"holdout"``, see :data:`circuitkit.models.tracr.SPLITS`);
+    ``tasks`` must be names of that split.
 
     Returns ``(records, circuits)``: one row per task x method, and ``circuits[task][method]``.
     """
@@ -111,13 +118,13 @@ def run_benchmark(tasks: Sequence[str] | None = None, *, methods: Sequence[str] 
     from ..baselines import get_method
     from ..models.tracr import list_tracr_tasks, load_tracr_task
 
-    available = list_tracr_tasks()
+    available = list_tracr_tasks(split)
     names = list(tasks) if tasks else available
     bad = [t for t in names if t not in available]
     if bad:
-        raise ValueError(f"unknown tasks {bad}; available Tracr tasks: {available}")
+        raise ValueError(f"unknown tasks {bad}; available Tracr tasks of split {split!r}: {available}")
     if not names:
-        raise ValueError("no Tracr tasks found (see circuitkit.models.tracr.data_dir())")
+        raise ValueError(f"no Tracr tasks found for split {split!r} (see circuitkit.models.tracr.data_dir)")
     for m in methods:
         get_method(m)
     if not (isinstance(ig_steps, int) and ig_steps >= 1):
@@ -129,7 +136,8 @@ def run_benchmark(tasks: Sequence[str] | None = None, *, methods: Sequence[str] 
     _warmup(methods, loaded[0], ig_steps)
     rows, circuits = [], {}
     for task in tqdm(loaded, desc="ground-truth", disable=not progress):
-        recs, circs = run_task(task, methods=methods, n_samples=n_samples, ig_steps=ig_steps, seed=seed)
+        recs, circs = run_task(task, methods=methods, n_samples=n_samples, ig_steps=ig_steps, seed=seed,
+                               split=split)
         rows.extend(recs)
         circuits[task.name] = circs
     return pd.DataFrame(rows), circuits
@@ -177,6 +185,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ig-steps", type=int, default=DEFAULT_IG_STEPS,
                         help=f"EAP-IG interpolation steps (default {DEFAULT_IG_STEPS})")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--holdout", action="store_true",
+                        help="run the holdout split (Tracr tasks no default was chosen on) instead of the suite")
     parser.add_argument("--quick", action="store_true",
                         help=f"small run: tasks {' '.join(QUICK_TASKS)} unless --tasks, 64 prompts unless --n-samples")
 
@@ -184,12 +194,15 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     tasks = args.tasks
     n = args.n_samples
-    if getattr(args, "quick", False):
+    split = "holdout" if getattr(args, "holdout", False) else "suite"
+    if getattr(args, "quick", False) and split == "suite":
         tasks = tasks or list(QUICK_TASKS)
+        n = n or 64
+    elif getattr(args, "quick", False):
         n = n or 64
     n = n or DEFAULT_N
     records, _ = run_benchmark(tasks, methods=args.methods, n_samples=n, ig_steps=args.ig_steps, seed=args.seed,
-                               progress=True)
+                               progress=True, split=split)
     print(format_tables(records))
     if getattr(args, "json", None):
         path = Path(args.json)

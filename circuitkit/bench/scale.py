@@ -426,11 +426,11 @@ if mode == "stream":
     from circuitkit.store import capture_to_disk
     with tempfile.TemporaryDirectory() as d:
         store = capture_to_disk(model, prompts, sites=sites, saes=saes, path=d, chunk_size=256, batch_size=64,
-                                progress=False)
+                                positions="all", progress=False)
         rows = store.n_rows
 else:
     import circuitkit as ck
-    acts = ck.capture(model, prompts, sites=sites, batch_size=64, progress=False)
+    acts = ck.capture(model, prompts, sites=sites, batch_size=64, positions="all", progress=False)
     feats = ck.encode(acts, saes)
     rows = acts.n_rows
 sec = time.perf_counter() - t0
@@ -486,11 +486,12 @@ def capture_records(sizes: tuple[int, int], n_throughput: int) -> list[dict]:
     records = []
     model, _saes, sites, prompts, name = _capture_model(n_throughput)
     torch.set_num_threads(1)
-    ck.capture(model, prompts[:64], sites=sites, batch_size=64, progress=False)  # warm up
+    ck.capture(model, prompts[:64], sites=sites, batch_size=64, positions="all", progress=False)  # warm up
     ck.forward(model, prompts[:64], batch_size=64)
     best = {}
     for label, fn in (("forward", lambda: ck.forward(model, prompts, batch_size=64)),
-                      ("capture", lambda: ck.capture(model, prompts, sites=sites, batch_size=64, progress=False))):
+                      ("capture", lambda: ck.capture(model, prompts, sites=sites, batch_size=64,
+                                                     positions="all", progress=False))):
         times = []
         for _ in range(3):
             t0 = time.perf_counter()

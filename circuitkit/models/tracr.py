@@ -294,14 +294,24 @@ def derive_edges(
 # --------------------------------------------------------------------------------------------------
 
 
-def data_dir() -> Path:
-    """The Tracr suite directory: ``<data root>/tracr`` (see :func:`circuitkit._paths.data_root`)."""
-    return data_root() / "tracr"
+#: Task splits. ``"suite"`` is the embedded suite that circuitkit's defaults were developed on;
+#: ``"holdout"`` holds further programs (``scripts/build_tracr.py --holdout``) on which no default was
+#: chosen, for an honest estimate of accuracy off the home suite. The two are disjoint by name.
+SPLITS = ("suite", "holdout")
+_SPLIT_DIRS = {"suite": "tracr", "holdout": "tracr_holdout"}
 
 
-def list_tracr_tasks() -> list[str]:
-    """Names of the embedded Tracr tasks (directories with a ``meta.json``)."""
-    root = data_dir()
+def data_dir(split: str = "suite") -> Path:
+    """The directory of a task split: ``<data root>/tracr`` (``"suite"``) or ``<data root>/tracr_holdout``
+    (``"holdout"``); see :func:`circuitkit._paths.data_root`."""
+    if split not in _SPLIT_DIRS:
+        raise ValueError(f"unknown Tracr split {split!r}; valid: {list(SPLITS)}")
+    return data_root() / _SPLIT_DIRS[split]
+
+
+def list_tracr_tasks(split: str = "suite") -> list[str]:
+    """Names of the Tracr tasks of ``split`` (directories with a ``meta.json``; see :data:`SPLITS`)."""
+    root = data_dir(split)
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "meta.json").is_file())
@@ -459,17 +469,18 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
     p = Path(name_or_path)
     if (p / "meta.json").is_file():
         return p
-    names = list_tracr_tasks()
-    if str(name_or_path) in names:
-        return data_dir() / str(name_or_path)
+    for split in SPLITS:
+        if str(name_or_path) in list_tracr_tasks(split):
+            return data_dir(split) / str(name_or_path)
     raise ValueError(
         f"unknown Tracr task {str(name_or_path)!r}: not a directory with meta.json and not one of the "
-        f"embedded tasks {names} (data dir: {data_dir()})"
+        f"embedded tasks {list_tracr_tasks()} or holdout tasks {list_tracr_tasks('holdout')} "
+        f"(data dir: {data_dir()})"
     )
 
 
 def load_tracr_task(name_or_path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> TracrTask:
-    """Load an embedded task by name (see :func:`list_tracr_tasks`) or a directory in the same format
+    """Load an embedded task by name (suite or holdout split, see :func:`list_tracr_tasks`) or a directory in the same format
     (e.g. written by :func:`save_tracr_model`)."""
     path = _resolve(name_or_path)
     meta = json.loads((path / "meta.json").read_text())

@@ -4,7 +4,8 @@ This is the one place that opens an nnsight trace. nnsight is used for *observat
 many module inputs/outputs in one pass, runs the same code remotely on NDIF (``remote=True``), and needs no
 hook bookkeeping. Edits and gradients go through :mod:`circuitkit.runtime.interventions` (torch hooks).
 
-Positions (``positions=``): see :mod:`circuitkit.runtime.inputs`. With ``aggregate="mean" | "sum" |
+Positions (``positions=``): see :mod:`circuitkit.runtime.inputs`; the default is
+:data:`circuitkit.sites.DEFAULT_POSITIONS` (``"after_bos"``, the rows discovery fits on). With ``aggregate="mean" | "sum" |
 "max"`` the selected positions of a prompt are pooled into one row.
 """
 
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..activations import Activations, hash_inputs
 from ..models.adapters import Adapter, unwrap_output
-from ..sites import validate_sites
+from ..sites import DEFAULT_POSITIONS, validate_sites
 from .inputs import Batch, PositionSpec, batches, positions_for, tokenize
 from .loading import LoadedModel, load_model
 
@@ -63,7 +64,7 @@ def capture(
     inputs: Any,
     *,
     sites: Sequence[str],
-    positions: PositionSpec = "all",
+    positions: PositionSpec = DEFAULT_POSITIONS,
     aggregate: Literal["mean", "sum", "max"] | None = None,
     batch_size: int = 32,
     logit_tokens: Sequence[int] | None = None,

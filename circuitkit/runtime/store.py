@@ -60,6 +60,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..sites import DEFAULT_POSITIONS
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "circuitkit.store"
@@ -403,7 +405,7 @@ def capture_to_disk(
     path: str | Path,
     saes: Mapping[str, Any] | Sequence[Any] | None = None,
     chunk_size: int = 1024,
-    positions: Any = "all",
+    positions: Any = DEFAULT_POSITIONS,
     aggregate: str | None = None,
     batch_size: int = 32,
     logit_tokens: Sequence[int] | None = None,

@@ -58,3 +58,31 @@ def test_bench_bad_inputs(monkeypatch):
     monkeypatch.setattr(tracr, "load_tracr_task", no_edges)
     with pytest.raises(ValueError, match="no ground-truth edges"):
         gt.run_benchmark(["hist"], n_samples=8)
+
+
+def test_holdout_split_is_disjoint_from_suite_and_loads():
+    from circuitkit.models.tracr import list_tracr_tasks, load_tracr_task
+
+    suite, holdout = list_tracr_tasks("suite"), list_tracr_tasks("holdout")
+    assert len(holdout) >= 4 and len(suite) >= 17
+    assert not set(suite) & set(holdout)
+    for name in holdout:
+        task = load_tracr_task(name)
+        assert task.name == name and task.true_edges
+        # the torch port reproduces Tracr's own decoded outputs stored at build time
+        got = task.run([s["input"] for s in task.meta["samples"][:10]])
+        assert got == [s["output"] for s in task.meta["samples"][:10]]
+    with pytest.raises(ValueError, match="valid"):
+        list_tracr_tasks("train")
+
+
+def test_bench_holdout_records_have_split(tmp_path):
+    out = tmp_path / "gt.json"
+    rc = cli_main(["bench", "ground-truth", "--holdout", "--tasks", "count_b", "--methods", "circuitlasso", "eap",
+                   "--n-samples", "24", "--json", str(out)])
+    assert rc == 0
+    recs = json.loads(out.read_text())
+    assert {r["split"] for r in recs} == {"holdout"} and {r["task"] for r in recs} == {"count_b"}
+    assert KEYS <= set(recs[0])
+    with pytest.raises(ValueError, match="split 'holdout'"):
+        gt.run_benchmark(["hist"], methods=["eap"], n_samples=8, split="holdout")

@@ -25,7 +25,7 @@ def test_capture_on_tracr_equals_plain_forward():
     heads = [s for s in task.sites if parse_site(s).kind == "head"]
     layers = sorted({parse_site(s).layer for s in heads})
     sites = task.sites + [f"L{layer}.attn" for layer in layers] + [f"L{layer}.resid_post" for layer in range(task.model.n_layers)]
-    acts = ck.capture(task.model, ids, sites=sites, progress=False)
+    acts = ck.capture(task.model, ids, sites=sites, progress=False, positions="all")
     with torch.no_grad():
         np.testing.assert_allclose(acts["out"], task.model(ids).reshape(len(acts.index), -1).numpy(), atol=1e-5)
         final = task.model.residual(ids).reshape(len(acts.index), -1).numpy()
@@ -46,7 +46,7 @@ def test_capture_on_tracr_equals_plain_forward():
 def test_circuitlasso_ranks_true_edges_above_false_ones(name):
     task = load_tracr_task(name)
     acts = ck.capture(task.model, task.token_ids(task.sample_inputs(400, seed=0)), sites=task.sites,
-                      progress=False)
+                      progress=False, positions="all")
     circuit = ck.CircuitLasso(progress=False).fit(acts).circuit_
     true = set(map(tuple, task.true_edges))
     cands = candidates(task.sites)
@@ -57,3 +57,29 @@ def test_circuitlasso_ranks_true_edges_above_false_ones(name):
     selected = set(zip(circuit.edges["source"], circuit.edges["target"]))
     recall = len(selected & true) / len(true)
     assert recall >= 0.9, f"{name}: the selected circuit recovers only {recall:.0%} of the true edges"
+
+
+def test_capture_and_discover_share_the_bos_rule():
+    """ck.capture's default rows are the rows ck.discover("circuitlasso") fits on (circuitkit.sites.
+    DEFAULT_POSITIONS): same rows, same circuit, and position 0 (BOS) is in neither."""
+    import inspect
+
+    from circuitkit.evaluate import edge_scores
+    from circuitkit.sites import DEFAULT_POSITIONS, N_SKIPPED_POSITIONS
+
+    task = load_tracr_task("sort")
+    xs = task.sample_inputs(120, seed=4)
+    batches = [task.encode([x for x in xs if len(x) == n]) for n in sorted({len(x) for x in xs})]
+    ids = [r.tolist() for b in batches for r in b]
+    assert inspect.signature(ck.capture).parameters["positions"].default == DEFAULT_POSITIONS
+    acts = ck.capture(task.model, ids, sites=task.sites, progress=False)
+    assert acts.index["position"].min() == N_SKIPPED_POSITIONS
+    assert acts.n_rows == sum(len(x) - N_SKIPPED_POSITIONS for x in ids)
+    mine = ck.CircuitLasso().fit(acts).circuit_
+    theirs = ck.discover("circuitlasso", task.model, batches, sites=task.sites)
+    assert mine.meta["n_rows"] == theirs.meta["n_rows"] == acts.n_rows
+    pd_mine, pd_theirs = edge_scores(mine).sort_index(), edge_scores(theirs).sort_index()
+    assert list(pd_mine.index) == list(pd_theirs.index)
+    np.testing.assert_allclose(pd_mine.to_numpy(), pd_theirs.to_numpy(), rtol=1e-6, atol=1e-9)
+    assert set(zip(mine.edges["source"], mine.edges["target"])) == set(zip(theirs.edges["source"],
+                                                                          theirs.edges["target"]))

@@ -73,7 +73,7 @@ def test_two_identical_fits_compare_equal():
     from circuitkit.models.tracr import load_tracr_task
 
     task = load_tracr_task("hist")
-    acts = ck.capture(task.model, task.token_ids(task.sample_inputs(60, seed=0)), sites=task.sites, progress=False)
+    acts = ck.capture(task.model, task.token_ids(task.sample_inputs(60, seed=0)), sites=task.sites, progress=False, positions="all")
     a = ck.CircuitLasso(n_alphas=4).fit(acts).circuit_
     b = ck.CircuitLasso(n_alphas=4).fit(acts).circuit_
     assert a == b

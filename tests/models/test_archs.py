@@ -87,7 +87,7 @@ def captured():
         with torch.no_grad():
             hf = model(ids, output_hidden_states=True)
         lm = ck.load_model(model)
-        acts = ck.capture(lm, ids, sites=lm.sites, progress=False)
+        acts = ck.capture(lm, ids, sites=lm.sites, progress=False, positions="all")
         out[name] = (model, lm, acts, hf, ids)
     return out
 
@@ -252,7 +252,7 @@ def test_load_model_plumbs_dtype_device_map_and_remote(monkeypatch):
     assert kwargs["dispatch"] is False  # remote: weights stay on NDIF
     assert lm.remote and lm.adapter.spec.name == "llama"
     with pytest.raises(_StopTrace):
-        ck.capture(lm, [[1, 2, 3]], sites=["L0.resid_pre"], batch_size=4, progress=False)
+        ck.capture(lm, [[1, 2, 3]], sites=["L0.resid_pre"], batch_size=4, progress=False, positions="all")
     _, trace_kwargs = lm.envoy.traces[-1]
     assert trace_kwargs.get("remote") is True
 
@@ -260,7 +260,7 @@ def test_load_model_plumbs_dtype_device_map_and_remote(monkeypatch):
     _, kwargs = _FakeTransformersModel.calls[-1]
     assert kwargs["dispatch"] is True and kwargs["dtype"] is torch.float16 and "device_map" not in kwargs
     with pytest.raises(_StopTrace):
-        ck.capture(local, [[1, 2, 3]], sites=["L0.resid_pre"], progress=False)
+        ck.capture(local, [[1, 2, 3]], sites=["L0.resid_pre"], progress=False, positions="all")
     assert "remote" not in local.envoy.traces[-1][1]
     with pytest.raises(ValueError, match="unknown dtype"):
         ck.load_model("gpt2", dtype="bfloat17")

@@ -37,7 +37,7 @@ def acts(lm):
     for layer in LAYERS:
         sites += [f"L{layer}.resid_pre", f"L{layer}.attn", f"L{layer}.MLP", f"L{layer}.resid_post"]
         sites += [f"L{layer}.H{h}" for h in range(lm.n_heads)]
-    return ck.capture(lm, PROMPTS, sites=sites, batch_size=3, progress=False)
+    return ck.capture(lm, PROMPTS, sites=sites, batch_size=3, progress=False, positions="all")
 
 
 @pytest.fixture(scope="module")

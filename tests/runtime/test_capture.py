@@ -25,7 +25,7 @@ def ids():
 
 
 def test_residual_stream_equals_hf_hidden_states(gpt2, ids):
-    acts = ck.capture(gpt2, ids, sites=all_sites(2, 4), batch_size=2, progress=False)
+    acts = ck.capture(gpt2, ids, sites=all_sites(2, 4), batch_size=2, progress=False, positions="all")
     with torch.no_grad():
         out = gpt2(ids, output_hidden_states=True)
     for layer in range(2):  # hidden_states[l] is the input of block l (the last one has ln_f applied)
@@ -36,7 +36,7 @@ def test_residual_stream_equals_hf_hidden_states(gpt2, ids):
 
 
 def test_heads_sum_to_attention_and_components_sum_to_update(gpt2, ids):
-    acts = ck.capture(gpt2, ids, sites=all_sites(2, 4), progress=False)
+    acts = ck.capture(gpt2, ids, sites=all_sites(2, 4), progress=False, positions="all")
     for layer in range(2):
         heads = sum(acts[f"L{layer}.H{h}"] for h in range(4))
         np.testing.assert_allclose(heads, acts[f"L{layer}.attn"], atol=1e-5)
@@ -47,7 +47,7 @@ def test_heads_sum_to_attention_and_components_sum_to_update(gpt2, ids):
 
 
 def test_head_output_is_z_times_its_slice_of_w_o(gpt2, ids):
-    acts = ck.capture(gpt2, ids[:1], sites=["L1.H2"], progress=False)
+    acts = ck.capture(gpt2, ids[:1], sites=["L1.H2"], progress=False, positions="all")
     captured = {}
     h = gpt2.transformer.h[1].attn.c_proj.register_forward_hook(lambda m, i, o: captured.setdefault("z", i[0]))
     with torch.no_grad():
@@ -67,7 +67,7 @@ def test_positions_and_aggregation_keep_the_row_map(gpt2):
     every = ck.capture(gpt2, prompts, sites=["L1.MLP"], positions="all", progress=False)
     assert every.n_rows == 10
     # variable lengths are batched by equal length (no pad token): same numbers as one prompt at a time
-    single = ck.capture(gpt2, [prompts[1]], sites=["L1.MLP"], progress=False)
+    single = ck.capture(gpt2, [prompts[1]], sites=["L1.MLP"], progress=False, positions="all")
     np.testing.assert_allclose(every["L1.MLP"][every.index["prompt"] == 1], single["L1.MLP"], atol=1e-6)
     mean = ck.capture(gpt2, prompts, sites=["L1.MLP"], positions=[0, -1], aggregate="mean", progress=False)
     assert mean.index["position"].tolist() == [-1, -1, -1]
@@ -90,21 +90,21 @@ def test_activations_save_load_roundtrip(gpt2, ids, tmp_path):
 
 def test_bad_input_is_refused_with_the_valid_choices(gpt2, ids):
     with pytest.raises(ValueError, match="unknown site 'L7.MLP'.*valid sites"):
-        ck.capture(gpt2, ids, sites=["L7.MLP"], progress=False)
+        ck.capture(gpt2, ids, sites=["L7.MLP"], progress=False, positions="all")
     with pytest.raises(ValueError, match="unknown site 'mlp0'.*valid forms"):
-        ck.capture(gpt2, ids, sites=["mlp0"], progress=False)
+        ck.capture(gpt2, ids, sites=["mlp0"], progress=False, positions="all")
     with pytest.raises(ValueError, match="empty inputs"):
-        ck.capture(gpt2, [], sites=["embed"], progress=False)
+        ck.capture(gpt2, [], sites=["embed"], progress=False, positions="all")
     with pytest.raises(ValueError, match="no sites"):
-        ck.capture(gpt2, ids, sites=[], progress=False)
+        ck.capture(gpt2, ids, sites=[], progress=False, positions="all")
     with pytest.raises(ValueError, match="unknown positions"):
         ck.capture(gpt2, ids, sites=["embed"], positions="first", progress=False)
     with pytest.raises(ValueError, match="outside prompt"):
         ck.capture(gpt2, ids, sites=["embed"], positions=[40], progress=False)
     with pytest.raises(ValueError, match="unknown aggregate"):
-        ck.capture(gpt2, ids, sites=["embed"], aggregate="median", progress=False)
+        ck.capture(gpt2, ids, sites=["embed"], aggregate="median", progress=False, positions="all")
     with pytest.raises(ValueError, match="need a tokenizer"):
-        ck.capture(gpt2, ["a string"], sites=["embed"], progress=False)
+        ck.capture(gpt2, ["a string"], sites=["embed"], progress=False, positions="all")
 
 
 def test_unknown_architecture_lists_supported_ones():
@@ -118,6 +118,6 @@ def test_hub_name_path_uses_transformers_model(monkeypatch, gpt2, tmp_path):
     lm = ck.load_model(str(tmp_path / "m"))
     assert type(lm.envoy).__name__ == "TransformersModel"
     ids = torch.randint(1, 64, (2, 5))
-    a = ck.capture(lm, ids, sites=["L1.resid_post"], progress=False)
-    b = ck.capture(gpt2, ids, sites=["L1.resid_post"], progress=False)
+    a = ck.capture(lm, ids, sites=["L1.resid_post"], progress=False, positions="all")
+    b = ck.capture(gpt2, ids, sites=["L1.resid_post"], progress=False, positions="all")
     np.testing.assert_allclose(a["L1.resid_post"], b["L1.resid_post"], atol=1e-5)

@@ -83,7 +83,7 @@ def test_split_forward_equals_plain_forward_and_capture(hf):
     # components equal capture's sites on the unpadded rows
     ad = get_adapter(model)
     sites = ["embed", "L0.H1", "L1.H3", "L0.MLP", "L1.MLP"]
-    acts = ck.capture(model, [row[m.bool()].tolist() for row, m in zip(ids, mask)], sites=sites, progress=False)
+    acts = ck.capture(model, [row[m.bool()].tolist() for row, m in zip(ids, mask)], sites=sites, progress=False, positions="all")
     for s in sites:
         _close(torch.from_numpy(acts[s]), run.outputs[s][real].float(), tol=1e-4)
     # the components add up to the last residual (before the final norm)

@@ -48,9 +48,9 @@ def saes():
 
 def test_streamed_store_equals_in_memory_capture_and_encode(model, prompts, saes, tmp_path):
     store = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=tmp_path / "s", chunk_size=5,
-                            batch_size=4, progress=False)
+                            batch_size=4, progress=False, positions="all")
     assert store.complete and len(store.manifest["chunks"]) == 5  # 22 prompts in chunks of 5
-    ref = ck.capture(model, prompts, sites=SITES, batch_size=4, progress=False)
+    ref = ck.capture(model, prompts, sites=SITES, batch_size=4, progress=False, positions="all")
     ref_f = ck.encode(ref, saes)
 
     loaded = load_store(tmp_path / "s")
@@ -87,7 +87,7 @@ def test_keep_activations_and_positions_rule(model, prompts, saes, tmp_path):
 
 def test_interrupted_capture_resumes_to_the_same_result(model, prompts, saes, tmp_path):
     full = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=tmp_path / "full", chunk_size=5,
-                           progress=False).features()
+                           progress=False, positions="all").features()
 
     class Interrupt(Exception):
         pass
@@ -99,7 +99,7 @@ def test_interrupted_capture_resumes_to_the_same_result(model, prompts, saes, tm
     path = tmp_path / "resume"
     with pytest.raises(Interrupt):
         capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=5, progress=False,
-                        on_chunk=stop_after_two)
+                        on_chunk=stop_after_two, positions="all")
     partial = load_store(path)
     assert not partial.complete and len(partial.manifest["chunks"]) == 2
     with pytest.raises(ValueError, match="incomplete.*2 of 5 chunks"):
@@ -110,7 +110,7 @@ def test_interrupted_capture_resumes_to_the_same_result(model, prompts, saes, tm
 
     seen = []
     resumed = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=5, progress=False,
-                              on_chunk=lambda i, n: seen.append(i))
+                              on_chunk=lambda i, n: seen.append(i), positions="all")
     assert seen == [2, 3, 4]  # the two committed chunks are skipped
     assert not (path / "chunk-00002.partial").exists()
     got = resumed.features()
@@ -124,22 +124,22 @@ def test_interrupted_capture_resumes_to_the_same_result(model, prompts, saes, tm
     shutil.rmtree(path / "chunk-00004")
     seen.clear()
     again = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=5, progress=False,
-                            on_chunk=lambda i, n: seen.append(i))
+                            on_chunk=lambda i, n: seen.append(i), positions="all")
     assert seen == [4]
     np.testing.assert_array_equal(again.features()["L1.resid_post"].toarray(), full["L1.resid_post"].toarray())
 
 
 def test_stale_store_is_refused_naming_what_differs(model, prompts, saes, tmp_path):
     path = tmp_path / "stale"
-    capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False)
+    capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False, positions="all")
     other_inputs = prompts.clone()
     other_inputs[0, 0] = (other_inputs[0, 0] % 49) + 1
     with pytest.raises(ValueError, match=r"stale store .* input_hash: stored '[0-9a-f]+', requested '[0-9a-f]+'"):
-        capture_to_disk(model, other_inputs, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False)
+        capture_to_disk(model, other_inputs, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False, positions="all")
     other_saes = dict(saes)
     other_saes["L1.resid_post"] = make_sae("blocks.1.hook_resid_post", 99)
     with pytest.raises(ValueError, match=r"stale store .*saes: stored .*fingerprint") as e:
-        capture_to_disk(model, prompts, sites=SITES, saes=other_saes, path=path, chunk_size=8, progress=False)
+        capture_to_disk(model, prompts, sites=SITES, saes=other_saes, path=path, chunk_size=8, progress=False, positions="all")
     assert "input_hash" not in str(e.value)  # only what differs is named
     with pytest.raises(ValueError, match="positions: stored 'all', requested 'last'"):
         capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, positions="last",
@@ -153,14 +153,14 @@ def test_stale_store_is_refused_naming_what_differs(model, prompts, saes, tmp_pa
 
 def test_bad_arguments_are_refused(model, prompts, tmp_path):
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
-        capture_to_disk(model, prompts, sites=SITES, path=tmp_path / "x", chunk_size=0)
+        capture_to_disk(model, prompts, sites=SITES, path=tmp_path / "x", chunk_size=0, positions="all")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file.txt").write_text("x")
     with pytest.raises(ValueError, match="not empty and is not a circuitkit store"):
-        capture_to_disk(model, prompts, sites=SITES, path=tmp_path / "junk", progress=False)
+        capture_to_disk(model, prompts, sites=SITES, path=tmp_path / "junk", progress=False, positions="all")
     with pytest.raises(ValueError, match="not a circuitkit store"):
         load_store(tmp_path / "nowhere")
-    store = capture_to_disk(model, prompts, sites=SITES, path=tmp_path / "nosae", chunk_size=50, progress=False)
+    store = capture_to_disk(model, prompts, sites=SITES, path=tmp_path / "nosae", chunk_size=50, progress=False, positions="all")
     with pytest.raises(ValueError, match="written without SAEs"):
         store.features()
 
@@ -199,14 +199,14 @@ def test_streaming_writer_holds_no_per_prompt_objects(model, saes, tmp_path):
             f = f.f_back
 
     store = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=tmp_path / "s", chunk_size=10,
-                            batch_size=10, progress=False, on_chunk=inspect)
+                            batch_size=10, progress=False, on_chunk=inspect, positions="all")
     assert any(k.startswith("capture_to_disk.") for k in biggest)  # the writer's frames were seen
     # per-chunk objects: 10 prompts x 7 tokens = 70 rows; the manifest's chunk list has one entry per chunk (12)
     too_big = {k: v for k, v in biggest.items() if v >= n}
     assert not too_big, f"writer locals that grow with the dataset: {too_big}"
     assert store.complete and store.n_rows == n * 7
     assert not list(tmp_path.glob(".s.tokens-*")), "the tokenization scratch directory was not removed"
-    ref = ck.capture(model, prompts, sites=SITES, progress=False)
+    ref = ck.capture(model, prompts, sites=SITES, progress=False, positions="all")
     assert store.manifest["input_hash"] == ref.meta["input_hash"]
     assert store.features().index.equals(ref.index)
 
@@ -227,7 +227,7 @@ def test_streaming_capture_python_memory_does_not_grow_with_the_dataset(model, s
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         capture_to_disk(model, big[:n], sites=SITES, saes=saes, path=tmp_path / f"m{n}-{k}", chunk_size=50,
-                        batch_size=50, progress=False)
+                        batch_size=50, progress=False, positions="all")
         out = tracemalloc.get_traced_memory()[1] - base
         tracemalloc.stop()
         return out
@@ -241,7 +241,7 @@ def test_streaming_capture_python_memory_does_not_grow_with_the_dataset(model, s
 
 def test_version_1_store_is_read_and_not_resumed(model, prompts, saes, tmp_path):
     path = tmp_path / "v1"
-    store = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False)
+    store = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False, positions="all")
     want = store.features()
     # rewrite it as version 1 wrote it: one top-level tokens.json, none per chunk
     toks = []
@@ -258,7 +258,7 @@ def test_version_1_store_is_read_and_not_resumed(model, prompts, saes, tmp_path)
     chunk_toks = [f.tokens for _, f in load_store(path).iter_chunks(what="features")]
     assert chunk_toks[0][:8] == want.tokens[:8] and chunk_toks[0][8] == ()
     with pytest.raises(ValueError, match="stale store .*version: stored 1, requested 2"):
-        capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False)
+        capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=8, progress=False, positions="all")
 
 
 def test_a_weight_edit_anywhere_invalidates_the_store(prompts, saes, tmp_path):
@@ -269,13 +269,13 @@ def test_a_weight_edit_anywhere_invalidates_the_store(prompts, saes, tmp_path):
     m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=50, n_positions=32,
                                    bos_token_id=0, eos_token_id=0)).eval()
     path = tmp_path / "fp"
-    capture_to_disk(m, prompts, sites=SITES, saes=saes, path=path, chunk_size=11, progress=False)
+    capture_to_disk(m, prompts, sites=SITES, saes=saes, path=path, chunk_size=11, progress=False, positions="all")
     edited = copy.deepcopy(m)
     with torch.no_grad():
         w = edited.transformer.h[1].mlp.c_proj.weight
         w.view(-1)[-1] += 1.0
     with pytest.raises(ValueError, match="stale store .*fingerprint"):
-        capture_to_disk(edited, prompts, sites=SITES, saes=saes, path=path, chunk_size=11, progress=False)
+        capture_to_disk(edited, prompts, sites=SITES, saes=saes, path=path, chunk_size=11, progress=False, positions="all")
 
 
 def test_a_killed_capture_leaves_no_scratch_directory(model, prompts, saes, tmp_path):
@@ -309,7 +309,7 @@ def test_a_killed_capture_leaves_no_scratch_directory(model, prompts, saes, tmp_
         "'L1.resid_post': make_sae('blocks.1.hook_resid_post', 2)}\n"
         "p = torch.randint(1, 50, (22, 7), generator=torch.Generator().manual_seed(1))\n"
         "st.capture_to_disk(m, p, sites=" + repr(SITES) + ", saes=s, path=" + repr(str(path)) +
-        ", chunk_size=2, progress=False, on_chunk=lambda i, n: time.sleep(60) if i == 2 else None)\n"
+        ", chunk_size=2, progress=False, positions='all', on_chunk=lambda i, n: time.sleep(60) if i == 2 else None)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 120
@@ -321,8 +321,8 @@ def test_a_killed_capture_leaves_no_scratch_directory(model, prompts, saes, tmp_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert list(tmp_path.glob(".killed.tokens-*")), "the killed capture should have left its scratch directory"
-    store = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=2, progress=False)
+    store = capture_to_disk(model, prompts, sites=SITES, saes=saes, path=path, chunk_size=2, progress=False, positions="all")
     assert int(store.manifest["n_prompts"]) == len(prompts)
     assert not list(tmp_path.glob(".killed.tokens-*"))
-    ref = ck.capture(model, prompts, sites=SITES, progress=False)
+    ref = ck.capture(model, prompts, sites=SITES, progress=False, positions="all")
     np.testing.assert_allclose(load_store(path).activations()["embed"], ref["embed"], atol=1e-6)

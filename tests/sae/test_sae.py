@@ -29,7 +29,7 @@ def acts():
     m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=64, n_positions=32,
                                    bos_token_id=0, eos_token_id=0)).eval()
     ids = torch.randint(1, 64, (6, 8))
-    return ck.capture(m, ids, sites=["embed", "L0.resid_post", "L1.resid_post"], progress=False)
+    return ck.capture(m, ids, sites=["embed", "L0.resid_post", "L1.resid_post"], progress=False, positions="all")
 
 
 def test_hook_names_map_to_sites():

@@ -112,7 +112,7 @@ def gpt2():
     with torch.no_grad():
         hs = model(ids, output_hidden_states=True).hidden_states
     lm = ck.load_model(model)
-    acts = ck.capture(lm, ids, sites=["L1.resid_pre", "L1.resid_post", "L0.MLP"], progress=False)
+    acts = ck.capture(lm, ids, sites=["L1.resid_pre", "L1.resid_post", "L0.MLP"], progress=False, positions="all")
     return lm, acts, hs
 
 
