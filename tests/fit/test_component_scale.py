@@ -21,5 +21,5 @@ def test_prompts_are_paired_and_corrupted():
 def test_main_rejects_unknown_methods():
     ns = argparse.Namespace(methods=["eap"], n_prompts=10, eap_prompts=None, ig_steps=8, random_weights=False,
                             json=None)
-    with pytest.raises(ValueError, match="valid: circuitlasso-group, eap-ig"):
+    with pytest.raises(ValueError, match=r"valid choices: \[.circuitlasso-group., .circuitlasso., .eap-ig.\]"):
         cs.main(ns)
