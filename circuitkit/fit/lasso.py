@@ -32,6 +32,8 @@ Choosing ``alpha``. Give ``alpha`` for one fit, or leave it ``None`` to fit a ge
   pairs of disjoint half-samples, the first ``stability_q`` sources to enter each half's path per target, edges
   kept when selected in at least ``stability_pi`` of the halves; ``circuit_.edges["probability"]`` holds the
   selection probability and ``circuit_.meta["expected_false_edges_bound"]`` the bound on expected false edges.
+  With ``fit(data, y)`` the prediction target is one more target per half (its edges carry probabilities
+  too, and the bound counts it).
 
 The rule lives in :mod:`circuitkit.fit.select` and is the same for every solver.
 
@@ -467,9 +469,6 @@ class CircuitLasso(BaseEstimator):
         n_cols = design.shape[1]
         n_alpha = len(alphas)
         fixed = self.alpha is not None or n_alpha == 1
-        if self.selection == "stability" and y is not None:
-            raise ValueError("selection='stability' does not support a prediction target y yet; fit(X) without y, "
-                             "or use selection in ('bic', 'ebic', 'n_edges', 'min_edges')")
         per_target = not fixed and self.selection in ("bic", "ebic")
         coef_parts: list[list[sp.coo_matrix]] = [[] for _ in range(n_alpha)]
         chosen_parts: list[sp.coo_matrix] = []
@@ -542,9 +541,13 @@ class CircuitLasso(BaseEstimator):
             from .stability import stability_probabilities
 
             t_stab = time.perf_counter()
+            y_problem = None
+            if y_info is not None:
+                y_problem = {"kind": y_info["kind"], "cols": np.flatnonzero(alive & src_ok)}
+                y_problem.update({"Y": y_info["Y"]} if y_info["kind"] == "linear" else {"Ys": y_info["Ys"]})
             stab = stability_probabilities(self, design, problems, alphas, solver_name=solver_name,
                                            q=self.stability_q, n_pairs=self.stability_b, pi_thr=self.stability_pi,
-                                           random_state=self.random_state, n_jobs=self.n_jobs)
+                                           random_state=self.random_state, n_jobs=self.n_jobs, y_problem=y_problem)
             self.stability_ = stab
             t_fit += time.perf_counter() - t_stab
         self.alphas_ = np.asarray(alphas)
@@ -564,15 +567,32 @@ class CircuitLasso(BaseEstimator):
             self.coef_ = sp.csr_matrix(last.multiply(keep))
             self.coef_.eliminate_zeros()
             self.y_coef_ = None
+            ykeep = None
+            if stab.y_probability is not None and y_coefs is not None:
+                ykeep = stab.y_probability.copy()
+                ykeep.data = (ykeep.data >= self.stability_pi - 1e-12).astype(np.float64)
+                ykeep.eliminate_zeros()
+                ylast = y_coefs[0].copy()
+                for k in range(1, n_alpha):
+                    nz = sp.csr_matrix(y_coefs[k] != 0, dtype=np.float64)
+                    ylast = ylast - ylast.multiply(nz) + y_coefs[k]
+                self.y_coef_ = sp.csr_matrix(ylast.multiply(ykeep))
+                self.y_coef_.eliminate_zeros()
             for tcols, _ in problems:
                 target_alpha[tcols] = alphas[-1]
-            edges = self._node_edges(layout, self.coef_, y_nodes, None)
+            edges = self._node_edges(layout, self.coef_, y_nodes, self.y_coef_)
             # node-level probability: the largest column-pair probability of the block; kept pairs whose
             # full-data coefficient is 0 along the whole path get weight 0 but are kept
             pk = stab.probability.multiply(keep).tocoo()
             names = layout.nodes["node"].to_numpy()
-            pdf = pd.DataFrame({"source": names[layout.col_node[pk.col]], "target": names[layout.col_node[pk.row]],
-                                "probability": pk.data}).groupby(["source", "target"], as_index=False).max()
+            src, tgt, pr = names[layout.col_node[pk.col]], names[layout.col_node[pk.row]], pk.data
+            if ykeep is not None:
+                yk = stab.y_probability.multiply(ykeep).tocoo()
+                src = np.concatenate([src, names[layout.col_node[yk.col]]])
+                tgt = np.concatenate([tgt, np.asarray(y_nodes, dtype=object)[yk.row]])
+                pr = np.concatenate([pr, yk.data])
+            pdf = pd.DataFrame({"source": src, "target": tgt,
+                                "probability": pr}).groupby(["source", "target"], as_index=False).max()
             edges = pdf.merge(edges, on=["source", "target"], how="left")
             edges["weight"] = edges["weight"].fillna(0.0)
             edges["score"] = edges["score"].fillna(0.0)

@@ -12,6 +12,8 @@ Procedure (``CircuitLasso(selection="stability")``):
    entry index is ``<= k*``, with ``k*`` the last grid point at which at most ``q`` sources have entered.
    Sources entering together at one grid point are taken all or none, so ``|S_q| <= q`` always (possibly
    fewer than ``q``: the grid is coarse).
+   A prediction target ``y`` (``fit(X, y)``) is one more target per half, fitted on every candidate column
+   with the full fit's L1 least squares or L1 logistic model.
 4. The selection probability of (target ``t``, source ``s``) is ``pi_hat = #{halves with s in S_q(t)} / 2B``;
    an edge is kept when ``pi_hat >= pi_thr``.
 
@@ -49,12 +51,14 @@ class StabilityResult:
     """``probability``: CSR ``[n_cols, n_cols]`` (rows targets, columns sources) selection probabilities;
     ``halves``: the ``2B`` row-index arrays (pair ``b`` is ``halves[2b], halves[2b+1]``);
     ``n_candidates``: candidate parents per fitted target column (``{column: p}``); ``bound``: the summed
-    ``E[V]`` bound of the module docstring."""
+    ``E[V]`` bound of the module docstring (prediction targets included); ``y_probability``: CSR
+    ``[n_y, n_cols]`` selection probabilities of the prediction target(s)' sources (``None`` without ``y``)."""
 
     probability: sp.csr_matrix
     halves: list[np.ndarray]
     n_candidates: dict[int, int]
     bound: float
+    y_probability: sp.csr_matrix | None = None
 
 
 def complementary_halves(n_rows: int, n_pairs: int, random_state) -> list[np.ndarray]:
@@ -93,8 +97,39 @@ def _entry_index(coefs: list[sp.csr_matrix]) -> sp.csr_matrix:
     return sp.csr_matrix(entry)
 
 
-def _fit_half(est, design, rows, problems, alphas, solver_name, q):
-    """Selected (target column, source column) pairs on one half (arrays of column indices)."""
+def _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, q):
+    """Selected (prediction target, source column) pairs on one half: the target(s) ``y`` fitted on the half's
+    standardised live candidate columns with the full fit's solver (L1 least squares, or L1 logistic)."""
+    sc = y_problem["cols"][live[y_problem["cols"]]]
+    empty = (np.empty(0, np.int64), np.empty(0, np.int64))
+    if sc.size == 0:
+        return empty
+    if y_problem["kind"] == "linear":
+        Y = y_problem["Y"][rows]
+        sd = Y.std(0)
+        ok = sd > 0
+        Y = np.asfortranarray((Y - Y.mean(0)) / np.where(ok, sd, 1.0))
+        res = get_solver(solver_name).path(Xs[:, sc], Y, alphas, offset=None if offset is None else offset[sc],
+                                           tol=est.tol, max_iter=est.max_iter, n_jobs=1)
+    else:
+        Ys = np.column_stack([y[rows] for y in y_problem["Ys"]])
+        ok = Ys.min(0) != Ys.max(0)  # a class absent from this half: no selection for it
+        if not ok.any():
+            return empty
+        res = get_solver("logistic").path(Xs[:, sc], Ys, alphas, offset=None if offset is None else offset[sc],
+                                          tol=est.tol)
+    ent = _entry_index(res.coefs).toarray().astype(np.int64) - 1
+    ts, ss = [], []
+    for j in np.flatnonzero(ok):
+        m = np.flatnonzero(first_q(ent[j], q))
+        ts.append(np.full(m.size, j))
+        ss.append(sc[m])
+    return (np.concatenate(ts), np.concatenate(ss)) if ts else empty
+
+
+def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=None):
+    """Selected (target column, source column) pairs on one half (arrays of column indices), and the same for
+    the prediction target(s) when ``y_problem`` is given (``(y index, source column)``)."""
     D = design[rows]
     mean, std = column_stats(D)
     live = std > 1e-12
@@ -116,21 +151,25 @@ def _fit_half(est, design, rows, problems, alphas, solver_name, q):
             m = np.flatnonzero(first_q(ent[j], q))
             ts.append(np.full(m.size, tcols[j]))
             ss.append(sc[m])
+    ty, sy = ((np.empty(0, np.int64), np.empty(0, np.int64)) if y_problem is None else
+              _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, q))
     if not ts:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(ts), np.concatenate(ss)
+        return np.empty(0, np.int64), np.empty(0, np.int64), ty, sy
+    return np.concatenate(ts), np.concatenate(ss), ty, sy
 
 
 def stability_probabilities(est, design, problems, alphas, *, solver_name: str, q: int, n_pairs: int, pi_thr: float,
-                            random_state=None, n_jobs: int = 1) -> StabilityResult:
+                            random_state=None, n_jobs: int = 1, y_problem: dict | None = None) -> StabilityResult:
     """Selection probabilities over ``2 * n_pairs`` complementary halves (module docstring). ``est`` is the
     :class:`~circuitkit.fit.lasso.CircuitLasso` whose standardisation and target blocks are reused;
-    ``problems`` its ``(target columns, candidate source columns)`` list; ``alphas`` the full-data grid."""
+    ``problems`` its ``(target columns, candidate source columns)`` list; ``alphas`` the full-data grid;
+    ``y_problem`` the prediction target(s): ``{"kind": "linear", "Y": [n, n_y]}`` or ``{"kind": "logistic",
+    "Ys": [arrays]}``, with ``"cols"`` their candidate source columns."""
     n_rows, n_cols = design.shape
     halves = complementary_halves(n_rows, n_pairs, random_state)
     if sp.issparse(design):
         design = sp.csr_matrix(design)
-    outs = Parallel(n_jobs=n_jobs)(delayed(_fit_half)(est, design, h, problems, alphas, solver_name, q)
+    outs = Parallel(n_jobs=n_jobs)(delayed(_fit_half)(est, design, h, problems, alphas, solver_name, q, y_problem)
                                    for h in halves)
     t = np.concatenate([o[0] for o in outs]) if outs else np.empty(0, np.int64)
     s = np.concatenate([o[1] for o in outs]) if outs else np.empty(0, np.int64)
@@ -138,7 +177,17 @@ def stability_probabilities(est, design, problems, alphas, *, solver_name: str, 
     prob.sum_duplicates()
     n_cand = {int(c): len(scols) for tcols, scols in problems for c in tcols}
     bound = float(sum(min(q, p) ** 2 / ((2 * pi_thr - 1) * p) for p in n_cand.values() if p > 0))
-    return StabilityResult(prob, halves, n_cand, bound)
+    y_prob = None
+    if y_problem is not None:
+        n_y = y_problem["Y"].shape[1] if y_problem["kind"] == "linear" else len(y_problem["Ys"])
+        ty = np.concatenate([o[2] for o in outs])
+        sy = np.concatenate([o[3] for o in outs])
+        y_prob = sp.csr_matrix((np.full(ty.size, 1.0 / len(halves)), (ty, sy)), shape=(n_y, n_cols))
+        y_prob.sum_duplicates()
+        p = len(y_problem["cols"])
+        if p > 0:
+            bound += n_y * min(q, p) ** 2 / ((2 * pi_thr - 1) * p)
+    return StabilityResult(prob, halves, n_cand, bound, y_prob)
 
 
 __all__ = ["StabilityResult", "complementary_halves", "first_q", "stability_probabilities"]

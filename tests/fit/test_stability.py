@@ -73,6 +73,39 @@ def test_probabilities_equal_sklearn_lasso_path_reference():
     assert P[1, 0] == 1.0 and P[3, 2] == 1.0
 
 
+def test_prediction_target_probabilities_equal_sklearn_reference():
+    """fit(X, y) with stability: y's sources get probabilities from the same halves (sklearn reference over
+    every column of both sites), its planted parents are kept with their probability, and the bound counts y."""
+    rng = np.random.default_rng(1)
+    n, d = 300, 8
+    X = rng.standard_normal((n, d)) * (rng.random((n, d)) < 0.6)
+    Y = X[:, [0, 1]] @ np.array([[1.0, 0.0], [0.0, 0.9]]) + 0.3 * rng.standard_normal((n, 2))
+    Y = np.concatenate([Y, rng.standard_normal((n, d - 2)) * (rng.random((n, d - 2)) < 0.6)], axis=1)
+    y = 1.2 * Y[:, 0] - 0.8 * X[:, 5] + 0.3 * rng.standard_normal(n)
+    q, b = 3, 4
+    feats = _features(X, Y)
+    est = CircuitLasso(selection="stability", stability_b=b, stability_q=q, solver="celer", tol=1e-10,
+                       max_iter=500, min_source_rows=0, **KW).fit(feats, y)
+    P = est.stability_.y_probability.toarray()[0]
+    Xall = np.concatenate([X, Y], axis=1)
+    ref = np.zeros(2 * d)
+    for h in est.stability_.halves:
+        Xh = (Xall[h] - Xall[h].mean(0)) / Xall[h].std(0)
+        yh = (y[h] - y[h].mean()) / y[h].std()
+        _, coefs, _ = lasso_path(Xh, yh, alphas=est.alphas_, tol=1e-12, max_iter=100_000)
+        nz = coefs != 0
+        entry = np.where(nz.any(1), nz.argmax(1), -1)
+        kstar = max((k for k in range(len(est.alphas_)) if ((entry >= 0) & (entry <= k)).sum() <= q), default=-1)
+        ref += (entry >= 0) & (entry <= kstar)
+    ref /= len(est.stability_.halves)
+    np.testing.assert_allclose(P, ref, atol=1e-12)
+    into = est.circuit_.edges[est.circuit_.edges["target"] == "y"].set_index("source")
+    assert {"L1.resid_post/f0", "L0.resid_post/f5"} <= set(into.index)
+    assert (into["probability"] >= 0.6).all() and (into["weight"] != 0).all()
+    no_y = CircuitLasso(selection="stability", stability_b=b, stability_q=q, min_source_rows=0, **KW).fit(feats)
+    assert est.circuit_.meta["expected_false_edges_bound"] > no_y.circuit_.meta["expected_false_edges_bound"]
+
+
 @pytest.mark.parametrize("kw, msg", [
     ({"stability_pi": 0.5}, r"stability_pi must be in \(0.5, 1\].*got 0.5"),
     ({"stability_pi": 1.2}, "stability_pi must be in"),
