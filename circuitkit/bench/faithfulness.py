@@ -266,19 +266,25 @@ def _y_as_out(circ: Any) -> Any:
     return Circuit(nodes, ren(circ.edges), ren(circ.path), dict(circ.meta))
 
 
+def _last_position(model: Any, data: TaskData, sites: Sequence[str]) -> tuple[Any, np.ndarray]:
+    """``sites`` captured at the last position of every prompt (one row each) and the full model's logit
+    difference ``y`` in the same row order: what both CircuitLasso variants fit."""
+    from ..runtime.capturing import capture
+
+    rows = [r.tolist() for b in data.clean for r in b]
+    y = logit_diff(model, data)
+    acts = capture(model, rows, sites=list(sites), positions="last", progress=False, batch_size=64)
+    return acts, y[acts.index["prompt"].to_numpy()]
+
+
 def fit_circuitlasso(model: Any, data: TaskData, *, sites: Sequence[str]) -> Any:
     """Module docstring's ``circuitlasso``: capture at the last position, :func:`~circuitkit.activations.compress_sites`
     (defaults), ``CircuitLasso().fit(acts, y)``, edges scored by :func:`~circuitkit.fit.influence.influence_circuit`."""
     from ..activations import compress_sites
     from ..fit.influence import influence_circuit
     from ..fit.lasso import CircuitLasso
-    from ..runtime.capturing import capture
 
-    rows = [r.tolist() for b in data.clean for r in b]
-    y = logit_diff(model, data)
-    acts = capture(model, rows, sites=[s for s in sites if s != "out"], positions="last", progress=False,
-                   batch_size=64)
-    y = y[acts.index["prompt"].to_numpy()]
+    acts, y = _last_position(model, data, [s for s in sites if s != "out"])
     small = compress_sites(acts)
     with warnings.catch_warnings():  # "no edge into the prediction target" is expected: ranking reads the path end
         warnings.simplefilter("ignore", UserWarning)
@@ -357,6 +363,7 @@ def rank_features(method: str, model: Any, data: TaskData, saes: dict[str, Any])
     """Every SAE latent ``site/f{i}`` of ``saes``, most important first, by ``method`` (module docstring)."""
     _choice(method, FEATURE_METHODS, "feature-level method")
     every = [f"{s}/f{i}" for s, sae in saes.items() for i in range(int(sae.cfg.d_sae))]
+    tie: dict[str, float] = {}
     if method == "sfc":
         from ..baselines.sfc import sfc_circuit
 
@@ -367,13 +374,9 @@ def rank_features(method: str, model: Any, data: TaskData, saes: dict[str, Any])
     else:
         from ..fit.influence import node_influence
         from ..fit.lasso import CircuitLasso
-        from ..runtime.capturing import capture
         from ..sae import encode
 
-        rows = [r.tolist() for b in data.clean for r in b]
-        y = logit_diff(model, data)
-        acts = capture(model, rows, sites=list(saes), positions="last", progress=False, batch_size=64)
-        y = y[acts.index["prompt"].to_numpy()]
+        acts, y = _last_position(model, data, list(saes))
         feats = encode(acts, saes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -382,15 +385,11 @@ def rank_features(method: str, model: Any, data: TaskData, saes: dict[str, Any])
         # latents without a path to y: by their marginal |correlation| with y on the fit rows
         yc = (y - y.mean()) / (y.std() or 1.0)
         for site in feats.sites:
-            Z = feats[site].toarray() if hasattr(feats[site], "toarray") else np.asarray(feats[site])
+            Z = feats[site].toarray()
             Z = Z - Z.mean(axis=0)
-            sd = Z.std(axis=0)
-            corr = np.abs(Z.T @ yc) / (len(yc) * np.where(sd > 0, sd, np.inf))
-            for i, c in enumerate(corr):
-                effect.setdefault(f"{site}/f{i}", 0.0)
-                effect[f"{site}/f{i}"] = (effect[f"{site}/f{i}"], float(c))
-    key = {n: (v if isinstance(v, tuple) else (float(v), 0.0)) for n, v in effect.items()}
-    return sorted(every, key=lambda n: (-key.get(n, (0.0, 0.0))[0], -key.get(n, (0.0, 0.0))[1], n))
+            corr = np.abs(Z.T @ yc) / (len(yc) * np.where(Z.std(axis=0) > 0, Z.std(axis=0), np.inf))
+            tie.update({f"{site}/f{i}": float(c) for i, c in enumerate(corr)})
+    return sorted(every, key=lambda n: (-effect.get(n, 0.0), -tie.get(n, 0.0), n))
 
 
 def feature_curve(model: Any, ranking: Sequence[str], data: TaskData, saes: dict[str, Any], *,

@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..activations import Activations
 from ..circuit import Circuit
+from .design import column_stats
 
 COEFS = ("path_end", "selected")
 
@@ -47,8 +48,8 @@ def _design(est: Any, X: Activations) -> np.ndarray:
         raise ValueError(f"the activations' sites {sites} have {width} columns; the estimator was fitted on "
                          f"{len(est.columns_)}: pass the activations it was fitted on")
     Z = np.concatenate([np.asarray(X[s], dtype=np.float64) for s in sites], axis=1)
-    Z -= Z.mean(axis=0)
-    sd = Z.std(axis=0)
+    mean, sd = column_stats(Z)
+    Z -= mean
     if est.standardize:
         Z /= np.where(sd > 0, sd, 1.0)
     return Z
@@ -86,15 +87,14 @@ def edge_influence(est: Any, X: Activations, *, coef: Literal["path_end", "selec
     names = list(dict.fromkeys(node))
     cols = {n: np.flatnonzero(node == n) for n in names}
     y_name = est.y_nodes_[y_index]
-    C = sp.csc_matrix(C)
+    C = sp.csr_matrix(C)  # row blocks (target columns) are sliced below
     rows = []
     flows = {}
     for v in names:  # g over all source columns for target node v: sum_{j in v} C[j, i] t_j
         jv = cols[v]
         if not np.any(t[jv]):
             continue
-        g = np.asarray(C[jv].T @ t[jv]).ravel() if len(jv) else np.zeros(C.shape[1])
-        flows[v] = g
+        flows[v] = np.asarray(C[jv].T @ t[jv]).ravel()
     flows[y_name] = w
     for v, g in flows.items():
         for u in names:

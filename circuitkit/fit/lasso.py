@@ -557,27 +557,12 @@ class CircuitLasso(BaseEstimator):
         self.n_edges_path_ = n_edges_path
         if stab is not None:
             # kept pairs; weight = the full-data coefficient at the last grid point where it is nonzero
-            keep = stab.probability.copy()
-            keep.data = (keep.data >= self.stability_pi - 1e-12).astype(np.float64)
-            keep.eliminate_zeros()
-            last = coefs[0].copy()
-            for k in range(1, n_alpha):
-                nz = sp.csr_matrix(coefs[k] != 0, dtype=np.float64)
-                last = last - last.multiply(nz) + coefs[k]
-            self.coef_ = sp.csr_matrix(last.multiply(keep))
-            self.coef_.eliminate_zeros()
-            self.y_coef_ = None
-            ykeep = None
+            keep = _kept(stab.probability, self.stability_pi)
+            self.coef_ = _stable_coef(coefs, keep)
+            self.y_coef_ = ykeep = None
             if stab.y_probability is not None and y_coefs is not None:
-                ykeep = stab.y_probability.copy()
-                ykeep.data = (ykeep.data >= self.stability_pi - 1e-12).astype(np.float64)
-                ykeep.eliminate_zeros()
-                ylast = y_coefs[0].copy()
-                for k in range(1, n_alpha):
-                    nz = sp.csr_matrix(y_coefs[k] != 0, dtype=np.float64)
-                    ylast = ylast - ylast.multiply(nz) + y_coefs[k]
-                self.y_coef_ = sp.csr_matrix(ylast.multiply(ykeep))
-                self.y_coef_.eliminate_zeros()
+                ykeep = _kept(stab.y_probability, self.stability_pi)
+                self.y_coef_ = _stable_coef(y_coefs, ykeep)
             for tcols, _ in problems:
                 target_alpha[tcols] = alphas[-1]
             edges = self._node_edges(layout, self.coef_, y_nodes, self.y_coef_)
@@ -851,6 +836,25 @@ class CircuitLasso(BaseEstimator):
             k_sel = np.argmin(crit, axis=0)
             sel = lift(select.pick_rows(res.coefs, k_sel), len(ys))
         return y_info["names"], out, sel
+
+
+def _kept(probability: sp.csr_matrix, pi_thr: float) -> sp.csr_matrix:
+    """0/1 CSR of the pairs whose selection probability reaches ``pi_thr``."""
+    keep = probability.copy()
+    keep.data = (keep.data >= pi_thr - 1e-12).astype(np.float64)
+    keep.eliminate_zeros()
+    return keep
+
+
+def _stable_coef(coefs: list[sp.csr_matrix], keep: sp.csr_matrix) -> sp.csr_matrix:
+    """The kept pairs' full-data coefficients at the last grid point where each is nonzero."""
+    last = coefs[0].copy()
+    for c in coefs[1:]:
+        nz = sp.csr_matrix(c != 0, dtype=np.float64)
+        last = last - last.multiply(nz) + c
+    out = sp.csr_matrix(last.multiply(keep))
+    out.eliminate_zeros()
+    return out
 
 
 def _collinear_groups(layout: Layout, design: Any, std: np.ndarray, alive: np.ndarray) -> list[list[str]]:
