@@ -276,7 +276,7 @@ def _k_relaxed_rss(G, c, W, nW, w, yty, n):
 
 
 def _k_fit_chunk(Xp, Xi, Xd, Rp, Ri, Rd, o, colsum, xnorm, n_rows, Yp, Yi, Yd, ymu, ys, alphas, tol, max_epochs,
-              max_rounds, max_add, min_rows, do_relaxed, max_exact):
+              max_rounds, max_add, min_rows, do_relaxed, max_exact, stop_entered):
     p = o.shape[0]
     nq = ymu.shape[0]
     nA = alphas.shape[0]
@@ -298,6 +298,7 @@ def _k_fit_chunk(Xp, Xi, Xd, Rp, Ri, Rd, o, colsum, xnorm, n_rows, Yp, Yi, Yd, y
     n = float(n_rows)
     c = np.empty(p)
     g = np.empty(p)
+    ever = np.zeros(p, dtype=np.bool_)  # sources that have been nonzero at some grid point (stop_entered)
     for t in range(nq):
         y0, y1 = Yp[t], Yp[t + 1]
         mu, sc = ymu[t], ys[t]
@@ -341,6 +342,7 @@ def _k_fit_chunk(Xp, Xi, Xd, Rp, Ri, Rd, o, colsum, xnorm, n_rows, Yp, Yi, Yd, y
         last_rel = yty
         last_nnz = -1
         last_sig = 0.0
+        n_ever = 0
         for k in range(nA):
             alpha = alphas[k]
             if cmax <= alpha * (1.0 + 1e-10):  # empty fit (also at alpha_max up to rounding)
@@ -495,14 +497,26 @@ def _k_fit_chunk(Xp, Xi, Xd, Rp, Ri, Rd, o, colsum, xnorm, n_rows, Yp, Yi, Yd, y
                     o_j[nout] = W[a]
                     o_v[nout] = w[a]
                     nout += 1
-            if nnz != last_nnz or sig != last_sig:  # support changed: refit
+            if do_relaxed and (nnz != last_nnz or sig != last_sig):  # support changed: refit
                 last_rel = _k_relaxed_rss(G, c, W, nW, w, yty, n)
                 last_nnz = nnz
                 last_sig = sig
-            rel_out[k, t] = last_rel
+            rel_out[k, t] = last_rel if do_relaxed else rss
+            if stop_entered > 0:
+                for a in range(nW):
+                    if w[a] != 0.0 and not ever[W[a]]:
+                        ever[W[a]] = True
+                        n_ever += 1
+                if n_ever > stop_entered:  # more than stop_entered sources have entered: the rest is not needed
+                    for kk in range(k + 1, nA):
+                        rss_out[kk, t] = np.nan
+                        gap_out[kk, t] = np.nan
+                        rel_out[kk, t] = np.nan
+                    break
         work[t, 4] = nW
         for a in range(nW):
             pos[W[a]] = -1
+            ever[W[a]] = False
     return o_t[:nout], o_k[:nout], o_j[:nout], o_v[:nout], rss_out, gap_out, rel_out, skipped, work
 
 
@@ -524,6 +538,11 @@ class FastConfig:
     chunk_targets: targets per joblib task (``None``: about ``4 * n_jobs`` tasks).
     relaxed: compute ``info["relaxed_rss"]`` (OLS refit on each support; needed for (E)BIC selection);
         when ``False`` it holds the Lasso RSS instead.
+    stop_entered: ``0`` (default) fits the whole grid. ``q > 0`` stops a target's path at the first grid point
+        where more than ``q`` sources have entered it (been nonzero at some grid point so far); later grid
+        points are not computed: their coefficients are empty and their ``rss``/``gaps``/``relaxed_rss`` are
+        NaN. Stability selection needs only the first ``q`` entrants of each half-sample path
+        (:mod:`circuitkit.fit.stability`), and the small-alpha end of a path is where it is most expensive.
     """
 
     min_active_rows: int = 1
@@ -533,12 +552,16 @@ class FastConfig:
     max_exact: int = 256
     chunk_targets: int | None = None
     relaxed: bool = True
+    stop_entered: int = 0
 
     def __post_init__(self) -> None:
         for name in ("min_active_rows", "max_epochs", "max_rounds", "max_add"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (0 if name == "min_active_rows" else 1):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if isinstance(self.stop_entered, bool) or not isinstance(self.stop_entered, (int, np.integer)) \
+                or self.stop_entered < 0:
+            raise ValueError(f"stop_entered must be an int >= 0 (0 = whole grid), got {self.stop_entered!r}")
         if self.chunk_targets is not None and (not isinstance(self.chunk_targets, int) or self.chunk_targets < 1):
             raise ValueError(f"chunk_targets must be None or an int >= 1, got {self.chunk_targets!r}")
 
@@ -560,7 +583,7 @@ def _run_chunk(arrays: dict, Yraw: sp.csc_matrix, ymu, ys, alphas, tol, cfg: Fas
              arrays["colsum"], arrays["xnorm"], int(arrays["n"]), Yraw.indptr.astype(np.int64), Yraw.indices.astype(np.int64),
              Yraw.data.astype(np.float64), ymu, ys, alphas, float(tol), int(cfg.max_epochs), int(cfg.max_rounds),
              int(cfg.max_add), int(cfg.min_active_rows), bool(cfg.relaxed),
-             int(cfg.max_exact))
+             int(cfg.max_exact), int(cfg.stop_entered))
 
 
 class FastSolver:

@@ -116,6 +116,9 @@ class CircuitLasso(BaseEstimator):
         can have at most 3 parents. Without it a rare feature is fitted exactly by chance co-activations.
     stability_pi, stability_b, stability_q, random_state: ``selection="stability"``: threshold in (0.5, 1],
         number of complementary pairs, sources per target per half, seed of the subsamples.
+    stability_q_y: sources per half of the prediction target ``y``; ``None`` (default): the largest ``q_y`` whose
+        share of the E[V] bound is at most 1 (``floor(sqrt((2 pi - 1) p))`` for ``p`` candidates, at least
+        ``stability_q``; :func:`circuitkit.fit.stability.default_q_y`).
     min_source_rows: a source column nonzero in fewer rows than this is not a candidate parent. ``None``
         (default): 5 with ``selection="stability"``, 0 (off) otherwise.
     target_rows: ``"all"`` (default): every target is fitted on all rows; ``"reachable"``: a nonnegative target
@@ -179,6 +182,7 @@ class CircuitLasso(BaseEstimator):
         stability_pi: float = 0.6,
         stability_b: int = 25,
         stability_q: int = 5,
+        stability_q_y: int | None = None,
         random_state: int | None = 0,
         min_source_rows: int | None = None,
         target_rows: Literal["all", "reachable"] = "all",
@@ -209,6 +213,7 @@ class CircuitLasso(BaseEstimator):
         self.stability_pi = stability_pi
         self.stability_b = stability_b
         self.stability_q = stability_q
+        self.stability_q_y = stability_q_y
         self.random_state = random_state
         self.min_source_rows = min_source_rows
         self.target_rows = target_rows
@@ -292,6 +297,8 @@ class CircuitLasso(BaseEstimator):
                                  f"got {self.stability_pi!r}")
             integer("stability_b", self.stability_b, lo=1)
             integer("stability_q", self.stability_q, lo=1)
+            if self.stability_q_y is not None:
+                integer("stability_q_y", self.stability_q_y, lo=1)
             if self.alpha is not None:
                 raise ValueError(f"selection='stability' needs a path: leave alpha=None, got alpha={self.alpha!r}")
             if self.targets == "y":
@@ -547,7 +554,8 @@ class CircuitLasso(BaseEstimator):
                 y_problem.update({"Y": y_info["Y"]} if y_info["kind"] == "linear" else {"Ys": y_info["Ys"]})
             stab = stability_probabilities(self, design, problems, alphas, solver_name=solver_name,
                                            q=self.stability_q, n_pairs=self.stability_b, pi_thr=self.stability_pi,
-                                           random_state=self.random_state, n_jobs=self.n_jobs, y_problem=y_problem)
+                                           random_state=self.random_state, n_jobs=self.n_jobs, y_problem=y_problem,
+                                           q_y=self.stability_q_y)
             self.stability_ = stab
             t_fit += time.perf_counter() - t_stab
         self.alphas_ = np.asarray(alphas)
@@ -638,7 +646,7 @@ class CircuitLasso(BaseEstimator):
         if self.target_rows != "all":
             meta.update({"target_rows": self.target_rows, "n_targets_reachable": len(reachable)})
         if stab is not None:
-            meta.update({"pi_thr": float(self.stability_pi), "q": int(self.stability_q),
+            meta.update({"pi_thr": float(self.stability_pi), "q": int(self.stability_q), "q_y": stab.q_y,
                          "n_subsamples": len(stab.halves), "n_pairs": int(self.stability_b),
                          "expected_false_edges_bound": stab.bound,
                          "random_state": self.random_state})

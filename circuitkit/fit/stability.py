@@ -13,7 +13,8 @@ Procedure (``CircuitLasso(selection="stability")``):
    Sources entering together at one grid point are taken all or none, so ``|S_q| <= q`` always (possibly
    fewer than ``q``: the grid is coarse).
    A prediction target ``y`` (``fit(X, y)``) is one more target per half, fitted on every candidate column
-   with the full fit's L1 least squares or L1 logistic model.
+   with the full fit's L1 least squares or L1 logistic model, with its own ``q_y`` (``stability_q_y``; by
+   default the largest ``q_y`` whose bound term below is at most 1, :func:`default_q_y`).
 4. The selection probability of (target ``t``, source ``s``) is ``pi_hat = #{halves with s in S_q(t)} / 2B``;
    an edge is kept when ``pi_hat >= pi_thr``.
 
@@ -52,13 +53,15 @@ class StabilityResult:
     ``halves``: the ``2B`` row-index arrays (pair ``b`` is ``halves[2b], halves[2b+1]``);
     ``n_candidates``: candidate parents per fitted target column (``{column: p}``); ``bound``: the summed
     ``E[V]`` bound of the module docstring (prediction targets included); ``y_probability``: CSR
-    ``[n_y, n_cols]`` selection probabilities of the prediction target(s)' sources (``None`` without ``y``)."""
+    ``[n_y, n_cols]`` selection probabilities of the prediction target(s)' sources (``None`` without ``y``);
+    ``q_y``: the ``q`` used for the prediction target(s)."""
 
     probability: sp.csr_matrix
     halves: list[np.ndarray]
     n_candidates: dict[int, int]
     bound: float
     y_probability: sp.csr_matrix | None = None
+    q_y: int | None = None
 
 
 def complementary_halves(n_rows: int, n_pairs: int, random_state) -> list[np.ndarray]:
@@ -97,6 +100,17 @@ def _entry_index(coefs: list[sp.csr_matrix]) -> sp.csr_matrix:
     return sp.csr_matrix(entry)
 
 
+def half_solver(solver_name: str, q: int):
+    """The solver a half-sample path runs with: ``"fast"`` stops each target's path once more than ``q`` sources
+    have entered (``FastConfig(stop_entered=q, relaxed=False)``): ``S_q`` needs nothing past that point, and the
+    small-alpha end is the expensive part of a path. Other solvers fit the whole grid."""
+    if solver_name == "fast":
+        from .fast import FastConfig, FastSolver
+
+        return FastSolver(FastConfig(stop_entered=int(q), relaxed=False))
+    return get_solver(solver_name)
+
+
 def _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, q):
     """Selected (prediction target, source column) pairs on one half: the target(s) ``y`` fitted on the half's
     standardised live candidate columns with the full fit's solver (L1 least squares, or L1 logistic)."""
@@ -109,7 +123,7 @@ def _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, q):
         sd = Y.std(0)
         ok = sd > 0
         Y = np.asfortranarray((Y - Y.mean(0)) / np.where(ok, sd, 1.0))
-        res = get_solver(solver_name).path(Xs[:, sc], Y, alphas, offset=None if offset is None else offset[sc],
+        res = half_solver(solver_name, q).path(Xs[:, sc], Y, alphas, offset=None if offset is None else offset[sc],
                                            tol=est.tol, max_iter=est.max_iter, n_jobs=1)
     else:
         Ys = np.column_stack([y[rows] for y in y_problem["Ys"]])
@@ -135,7 +149,7 @@ def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=Non
     live = std > 1e-12
     safe = np.where(live, std, 1.0)
     Xs, offset = est._standardise(D, mean, safe, live)
-    solver = get_solver(solver_name)
+    solver = half_solver(solver_name, q)
     ts, ss = [], []
     for tcols, scols in problems:
         sc = scols[live[scols]]
@@ -152,23 +166,36 @@ def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=Non
             ts.append(np.full(m.size, tcols[j]))
             ss.append(sc[m])
     ty, sy = ((np.empty(0, np.int64), np.empty(0, np.int64)) if y_problem is None else
-              _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, q))
+              _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, y_problem["q"]))
     if not ts:
         return np.empty(0, np.int64), np.empty(0, np.int64), ty, sy
     return np.concatenate(ts), np.concatenate(ss), ty, sy
 
 
+def default_q_y(q: int, n_candidates: int, pi_thr: float) -> int:
+    """``q`` of a prediction target when ``stability_q_y`` is ``None``: the largest ``q_y`` whose own bound term
+    ``q_y^2 / ((2 pi_thr - 1) p)`` is at most 1 (one expected false source of ``y``), and never below ``q``.
+    ``y`` has every latent of every site as a candidate (``p`` in the thousands), so the site targets' ``q`` would
+    let only a handful enter each half and nothing would reach ``pi_thr``."""
+    return max(int(q), int(np.floor(np.sqrt((2 * pi_thr - 1) * max(n_candidates, 0)))))
+
+
 def stability_probabilities(est, design, problems, alphas, *, solver_name: str, q: int, n_pairs: int, pi_thr: float,
-                            random_state=None, n_jobs: int = 1, y_problem: dict | None = None) -> StabilityResult:
+                            random_state=None, n_jobs: int = 1, y_problem: dict | None = None,
+                            q_y: int | None = None) -> StabilityResult:
     """Selection probabilities over ``2 * n_pairs`` complementary halves (module docstring). ``est`` is the
     :class:`~circuitkit.fit.lasso.CircuitLasso` whose standardisation and target blocks are reused;
     ``problems`` its ``(target columns, candidate source columns)`` list; ``alphas`` the full-data grid;
     ``y_problem`` the prediction target(s): ``{"kind": "linear", "Y": [n, n_y]}`` or ``{"kind": "logistic",
-    "Ys": [arrays]}``, with ``"cols"`` their candidate source columns."""
+    "Ys": [arrays]}``, with ``"cols"`` their candidate source columns; ``q_y`` their ``q`` (``None``:
+    :func:`default_q_y`)."""
     n_rows, n_cols = design.shape
     halves = complementary_halves(n_rows, n_pairs, random_state)
     if sp.issparse(design):
         design = sp.csr_matrix(design)
+    if y_problem is not None:
+        q_y = default_q_y(q, len(y_problem["cols"]), pi_thr) if q_y is None else int(q_y)
+        y_problem = {**y_problem, "q": q_y}
     outs = Parallel(n_jobs=n_jobs)(delayed(_fit_half)(est, design, h, problems, alphas, solver_name, q, y_problem)
                                    for h in halves)
     t = np.concatenate([o[0] for o in outs]) if outs else np.empty(0, np.int64)
@@ -186,8 +213,8 @@ def stability_probabilities(est, design, problems, alphas, *, solver_name: str, 
         y_prob.sum_duplicates()
         p = len(y_problem["cols"])
         if p > 0:
-            bound += n_y * min(q, p) ** 2 / ((2 * pi_thr - 1) * p)
-    return StabilityResult(prob, halves, n_cand, bound, y_prob)
+            bound += n_y * min(y_problem["q"], p) ** 2 / ((2 * pi_thr - 1) * p)
+    return StabilityResult(prob, halves, n_cand, bound, y_prob, None if y_problem is None else y_problem["q"])
 
 
-__all__ = ["StabilityResult", "complementary_halves", "first_q", "stability_probabilities"]
+__all__ = ["StabilityResult", "complementary_halves", "default_q_y", "first_q", "half_solver", "stability_probabilities"]

@@ -73,7 +73,8 @@ def test_probabilities_equal_sklearn_lasso_path_reference():
     assert P[1, 0] == 1.0 and P[3, 2] == 1.0
 
 
-def test_prediction_target_probabilities_equal_sklearn_reference():
+@pytest.mark.parametrize("q_y", [None, 5])
+def test_prediction_target_probabilities_equal_sklearn_reference(q_y):
     """fit(X, y) with stability: y's sources get probabilities from the same halves (sklearn reference over
     every column of both sites), its planted parents are kept with their probability, and the bound counts y."""
     rng = np.random.default_rng(1)
@@ -85,8 +86,11 @@ def test_prediction_target_probabilities_equal_sklearn_reference():
     q, b = 3, 4
     feats = _features(X, Y)
     est = CircuitLasso(selection="stability", stability_b=b, stability_q=q, solver="celer", tol=1e-10,
-                       max_iter=500, min_source_rows=0, **KW).fit(feats, y)
+                       max_iter=500, min_source_rows=0, stability_q_y=q_y, **KW).fit(feats, y)
     P = est.stability_.y_probability.toarray()[0]
+    # default q_y: floor(sqrt((2 pi - 1) p)) = floor(sqrt(0.2 * 16)) = 1, raised to q
+    qy = q if q_y is None else q_y
+    assert est.stability_.q_y == qy == est.circuit_.meta["q_y"]
     Xall = np.concatenate([X, Y], axis=1)
     ref = np.zeros(2 * d)
     for h in est.stability_.halves:
@@ -95,7 +99,7 @@ def test_prediction_target_probabilities_equal_sklearn_reference():
         _, coefs, _ = lasso_path(Xh, yh, alphas=est.alphas_, tol=1e-12, max_iter=100_000)
         nz = coefs != 0
         entry = np.where(nz.any(1), nz.argmax(1), -1)
-        kstar = max((k for k in range(len(est.alphas_)) if ((entry >= 0) & (entry <= k)).sum() <= q), default=-1)
+        kstar = max((k for k in range(len(est.alphas_)) if ((entry >= 0) & (entry <= k)).sum() <= qy), default=-1)
         ref += (entry >= 0) & (entry <= kstar)
     ref /= len(est.stability_.halves)
     np.testing.assert_allclose(P, ref, atol=1e-12)
@@ -103,7 +107,8 @@ def test_prediction_target_probabilities_equal_sklearn_reference():
     assert {"L1.resid_post/f0", "L0.resid_post/f5"} <= set(into.index)
     assert (into["probability"] >= 0.6).all() and (into["weight"] != 0).all()
     no_y = CircuitLasso(selection="stability", stability_b=b, stability_q=q, min_source_rows=0, **KW).fit(feats)
-    assert est.circuit_.meta["expected_false_edges_bound"] > no_y.circuit_.meta["expected_false_edges_bound"]
+    extra = est.circuit_.meta["expected_false_edges_bound"] - no_y.circuit_.meta["expected_false_edges_bound"]
+    assert extra == pytest.approx(qy ** 2 / ((2 * 0.6 - 1) * 2 * d))   # y's term: q_y^2 / ((2 pi - 1) p)
 
 
 @pytest.mark.parametrize("kw, msg", [
@@ -111,6 +116,7 @@ def test_prediction_target_probabilities_equal_sklearn_reference():
     ({"stability_pi": 1.2}, "stability_pi must be in"),
     ({"stability_b": 0}, "stability_b must be an int >= 1, got 0"),
     ({"stability_q": 0}, "stability_q must be an int >= 1, got 0"),
+    ({"stability_q_y": 0}, "stability_q_y must be an int >= 1, got 0"),
     ({"min_source_rows": -1}, "min_source_rows must be an int >= 0, got -1"),
     ({"alpha": 0.1}, "needs a path"),
 ])
@@ -127,3 +133,29 @@ def test_save_load_keeps_probabilities(tmp_path):
     back = Circuit.load(c.save(tmp_path / "c.json"))
     pd.testing.assert_series_equal(back.edges["probability"], c.edges["probability"])
     assert back.meta["expected_false_edges_bound"] == c.meta["expected_false_edges_bound"]
+
+
+def test_early_stopped_half_paths_give_the_full_path_probabilities(monkeypatch):
+    """The fast solver stops each half-sample path after q entrants (stability.half_solver); the probabilities
+    equal those from whole-grid half paths, with and without a prediction target."""
+    from circuitkit.fit import stability
+    from circuitkit.fit.fast import FastConfig, FastSolver
+
+    Zs, Zt, _ = scale.make_pair(150, 1200, seed=3)
+    feats = _features(Zs, Zt)
+    y = np.asarray(Zt[:, :3].sum(axis=1)).ravel() + 0.1 * np.random.default_rng(0).standard_normal(Zt.shape[0])
+    kw = {**KW, "solver": "fast", "selection": "stability", "stability_b": 3, "stability_q": 2, "random_state": 0}
+    cut = CircuitLasso(**kw).fit(feats, y).stability_
+    monkeypatch.setattr(stability, "half_solver", lambda name, q: FastSolver(FastConfig(relaxed=False)))
+    full = CircuitLasso(**kw).fit(feats, y).stability_
+    assert cut.probability.nnz > 0 and cut.y_probability.nnz > 0
+    np.testing.assert_array_equal(cut.probability.toarray(), full.probability.toarray())
+    np.testing.assert_array_equal(cut.y_probability.toarray(), full.y_probability.toarray())
+
+
+def test_default_q_y_caps_the_prediction_targets_bound_at_one():
+    from circuitkit.fit.stability import default_q_y
+
+    assert default_q_y(5, 9000, 0.6) == 42             # floor(sqrt(0.2 * 9000)) = 42; 42^2 / 1800 = 0.98 <= 1
+    assert 42 ** 2 / (0.2 * 9000) <= 1 < 43 ** 2 / (0.2 * 9000)
+    assert default_q_y(5, 16, 0.6) == 5                # never below the site targets' q
