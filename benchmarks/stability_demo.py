@@ -2,7 +2,7 @@
 
 160 held-out IOI prompts, the four SmolLM2 SAE sites at the last token, ``y`` = logit difference;
 ``CircuitLasso(n_alphas=8, min_target_freq=0.05)`` with eBIC (the demo's) and with ``selection="stability"``
-(defaults: 25 pairs, q = 5, pi = 0.6). Prints a table (seconds, edges, edges into y, E[V] bound) and writes
+(defaults: 25 pairs, q = 5 per site target, q_y for y from its bound share, pi = 0.6). Prints a table (seconds, edges, edges into y, E[V] bound) and writes
 JSON.
 
 Run: PYTHONPATH=. CIRCUITKIT_DATA=data OMP_NUM_THREADS=1 python benchmarks/stability_demo.py [--json PATH]
@@ -47,7 +47,8 @@ def main() -> None:
         c = est.circuit_
         records.append({"selection": selection, "seconds": time.perf_counter() - t, "n_edges": int(c.n_edges),
                         "edges_into_y": int((c.edges["target"] == "y").sum()),
-                        "expected_false_edges_bound": c.meta.get("expected_false_edges_bound")})
+                        "expected_false_edges_bound": c.meta.get("expected_false_edges_bound"),
+                        "q_y": c.meta.get("q_y")})
     print("| selection | seconds | edges | edges into y | E[V] bound |\n|---|---|---|---|---|")
     for r in records:
         print(f"| {r['selection']} | {r['seconds']:.1f} | {r['n_edges']} | {r['edges_into_y']} | "

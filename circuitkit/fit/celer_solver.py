@@ -21,7 +21,8 @@ def residual_ss(X, y: np.ndarray, w: np.ndarray, offset: np.ndarray | None) -> f
     return float(r @ r)
 
 
-def _celer_chunk(X, Y: np.ndarray, cols: list[int], alphas: np.ndarray, offset, tol: float, max_iter: int):
+def _celer_chunk(X, Y: np.ndarray, cols: list[int], alphas: np.ndarray, offset, tol: float, max_iter: int,
+                 stop_entered: int = 0):
     from celer import celer_path
 
     n_feat = X.shape[1]
@@ -31,10 +32,38 @@ def _celer_chunk(X, Y: np.ndarray, cols: list[int], alphas: np.ndarray, offset, 
         kwargs = {"X_offset": offset.astype(X.dtype), "X_scale": np.ones(n_feat, dtype=X.dtype)}
     for j in cols:
         y = np.ascontiguousarray(Y[:, j], dtype=X.dtype)
-        _, coefs, gaps = celer_path(X, y, "lasso", alphas=alphas, tol=tol, max_iter=max_iter, prune=True, **kwargs)
-        rss = np.array([residual_ss(X, y, coefs[:, k], offset) for k in range(len(alphas))])
+        if stop_entered > 0:
+            coefs, gaps = _stopped_path(X, y, alphas, tol, max_iter, stop_entered, kwargs)
+        else:
+            _, coefs, gaps = celer_path(X, y, "lasso", alphas=alphas, tol=tol, max_iter=max_iter, prune=True,
+                                        **kwargs)
+        rss = np.array([residual_ss(X, y, coefs[:, k], offset) if np.isfinite(gaps[k]) else np.nan
+                        for k in range(len(alphas))])
         out.append((j, coefs.T.copy(), rss, np.asarray(gaps)))
     return out
+
+
+def _stopped_path(X, y, alphas, tol, max_iter, stop_entered, kwargs):
+    """The warm-started path one grid point at a time, stopped at the first point where more than
+    ``stop_entered`` sources have entered (later points: zero coefficients, NaN gaps)."""
+    from celer import celer_path
+
+    coefs = np.zeros((X.shape[1], len(alphas)), dtype=X.dtype)
+    gaps = np.full(len(alphas), np.nan)
+    ever = np.zeros(X.shape[1], dtype=bool)
+    w = None
+    for k, a in enumerate(alphas):
+        _, c, g = celer_path(X, y, "lasso", alphas=np.array([a]), coef_init=w, tol=tol, max_iter=max_iter,
+                             prune=True, **kwargs)
+        w = c[:, 0].copy()
+        coefs[:, k] = w
+        gaps[k] = float(np.asarray(g).ravel()[0])
+        scale = float(np.abs(w).max()) if w.size else 0.0
+        if scale > 0:
+            ever |= np.abs(w) > COEF_RTOL * scale
+        if ever.sum() > stop_entered:
+            break
+    return coefs, gaps
 
 
 def _rows_to_csr(rows: list[tuple[np.ndarray, np.ndarray]], n_features: int) -> sp.csr_matrix:
@@ -47,9 +76,18 @@ def _rows_to_csr(rows: list[tuple[np.ndarray, np.ndarray]], n_features: int) -> 
 
 class CelerSolver:
     """Reference solver: one ``celer.celer_path`` per target (warm-started along the grid), targets
-    spread over ``n_jobs`` joblib processes."""
+    spread over ``n_jobs`` joblib processes.
+
+    ``stop_entered``: ``0`` (default) fits the whole grid; ``q > 0`` stops each target's path at the first grid
+    point where more than ``q`` sources have entered (the same option as ``FastConfig.stop_entered``; later
+    points have no coefficients and NaN ``rss``/``gaps``)."""
 
     name = "celer"
+
+    def __init__(self, stop_entered: int = 0) -> None:
+        if isinstance(stop_entered, bool) or not isinstance(stop_entered, (int, np.integer)) or stop_entered < 0:
+            raise ValueError(f"stop_entered must be an int >= 0 (0 = whole grid), got {stop_entered!r}")
+        self.stop_entered = int(stop_entered)
 
     def path(self, X, Y, alphas, *, offset=None, tol=1e-6, max_iter=50, n_jobs=1) -> PathResult:
         n_targets = Y.shape[1]
@@ -60,12 +98,13 @@ class CelerSolver:
             X = np.asfortranarray(X)
         cols = list(range(n_targets))
         if n_jobs == 1 or n_targets < 8:
-            parts = [_celer_chunk(X, Y, cols, alphas, offset, tol, max_iter)]
+            parts = [_celer_chunk(X, Y, cols, alphas, offset, tol, max_iter, self.stop_entered)]
         else:
             n_chunks = max(1, min(n_targets, 4 * abs(n_jobs if n_jobs > 0 else 8)))
             chunks = [c.tolist() for c in np.array_split(np.arange(n_targets), n_chunks) if len(c)]
             parts = Parallel(n_jobs=n_jobs)(
-                delayed(_celer_chunk)(X, Y[:, c], list(range(len(c))), alphas, offset, tol, max_iter) for c in chunks
+                delayed(_celer_chunk)(X, Y[:, c], list(range(len(c))), alphas, offset, tol, max_iter, self.stop_entered)
+                for c in chunks
             )
             parts = [[(chunks[i][j], w, r, g) for (j, w, r, g) in part] for i, part in enumerate(parts)]
         n_alphas = len(alphas)

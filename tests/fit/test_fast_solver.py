@@ -206,3 +206,24 @@ def test_stop_entered_equals_the_full_path_up_to_the_stop(problem):
     assert n_stopped >= 10   # the option is exercised: measured 24 of 40 targets stopped early
     with pytest.raises(ValueError, match=r"stop_entered must be an int >= 0.*got -1"):
         FastConfig(stop_entered=-1)
+
+
+def test_celer_stop_entered_equals_its_full_path_up_to_the_stop(problem):
+    from circuitkit.fit.stability import _entry_index, first_q
+
+    Xs, off, T, alphas, ref = problem
+    cut = CelerSolver(stop_entered=1).path(Xs, T.dense(), alphas, offset=off, tol=1e-10, max_iter=500)
+    ent_full = _entry_index(ref.coefs).toarray().astype(int) - 1
+    ent_cut = _entry_index(cut.coefs).toarray().astype(int) - 1
+    n_stopped = 0
+    for j in range(T.shape[1]):
+        entered = [int(((ent_full[j] >= 0) & (ent_full[j] <= k)).sum()) for k in range(len(alphas))]
+        stop = next((k for k, c in enumerate(entered) if c > 1), len(alphas) - 1)
+        for k in range(stop + 1):
+            np.testing.assert_allclose(cut.coefs[k][j].toarray(), ref.coefs[k][j].toarray(), atol=1e-6)
+        assert all(cut.coefs[k][j].nnz == 0 and np.isnan(cut.gaps[k, j]) for k in range(stop + 1, len(alphas)))
+        n_stopped += stop < len(alphas) - 1
+        np.testing.assert_array_equal(first_q(ent_cut[j], 1), first_q(ent_full[j], 1))
+    assert n_stopped >= 10
+    with pytest.raises(ValueError, match=r"stop_entered must be an int >= 0.*got 1.5"):
+        CelerSolver(stop_entered=1.5)
