@@ -141,7 +141,9 @@ def run(*, n_prompts: int = DEFAULT_N, eap_prompts: int | None = None, ig_steps:
                            progress=False)
             small = compress_sites(acts)
             t1 = time.perf_counter()
-            est = CircuitLasso(progress=True).fit(small)  # tqdm on stderr: its rate extrapolates a cut-off run
+            # the path and its eBIC selection, as measured in benchmarks/component_scale.md (the default
+            # selection, stability, adds 2 * stability_b half-sample fits; a component circuit is scored by the path)
+            est = CircuitLasso(progress=True, selection="ebic").fit(small)  # tqdm on stderr: extrapolates a cut-off run
             t2 = time.perf_counter()
         records.append({**base, "method": "circuitlasso", "seconds": t2 - t0, "capture_seconds": t1 - t0,
                         "fit_seconds": t2 - t1, "peak_mb": mem.mb, "n_edges": int(est.circuit_.n_edges),

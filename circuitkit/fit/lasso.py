@@ -28,14 +28,19 @@ Choosing ``alpha``. Give ``alpha`` for one fit, or leave it ``None`` to fit a ge
 * ``"n_edges"``: the alpha whose circuit has the number of edges closest to ``n_edges``;
 * ``"min_edges"``: the sparsest alpha whose circuit has at least ``n_edges`` edges (the last grid point if
   none has that many) -- e.g. "the top 400 features that predict ``y``";
-* ``"stability"``: complementary-pairs stability selection (:mod:`circuitkit.fit.stability`): ``stability_b``
-  pairs of disjoint half-samples, the first ``stability_q`` sources to enter each half's path per target, edges
-  kept when selected in at least ``stability_pi`` of the halves; ``circuit_.edges["probability"]`` holds the
-  selection probability and ``circuit_.meta["expected_false_edges_bound"]`` the bound on expected false edges.
-  With ``fit(data, y)`` the prediction target is one more target per half (its edges carry probabilities
-  too, and the bound counts it).
+* ``"stability"``: complementary-pairs stability selection (:mod:`circuitkit.fit.stability`):
+  ``stability_b`` pairs of disjoint half-samples, the first ``stability_q`` sources to enter each half's path
+  per target (``stability_q_y`` for a prediction target), edges kept when selected in at least
+  ``stability_pi`` of the halves; ``circuit_.edges["probability"]`` holds the selection probability and
+  ``circuit_.meta["expected_false_edges_bound"]`` the bound on the expected number of false edges. Sources
+  active in fewer than ``min_source_rows`` (5) rows are not candidates. Each half's path stops once more than
+  ``q`` sources have entered, so the ``2 * stability_b`` half fits cost a small multiple of one full fit
+  (``benchmarks/scale.md``). With ``fit(data, y)`` the prediction target is one more target per half (its
+  edges carry probabilities too, and the bound counts it).
 
-The rule lives in :mod:`circuitkit.fit.select` and is the same for every solver.
+With a fixed ``alpha`` there is nothing to select: ``circuit_.meta["selection"]`` is ``"fixed"``
+(``selection="stability"`` needs a path and raises). The rule lives in :mod:`circuitkit.fit.select` and is
+the same for every solver.
 
 Inhibitory parents. ``target_rows="reachable"`` refits every nonnegative (ReLU-like, SAE-feature) target on
 the rows where it can move -- its active rows plus the rows where a source with a positive stage-1
@@ -87,7 +92,8 @@ class CircuitLasso(BaseEstimator):
     alpha: regularisation strength for a single fit; ``None`` fits a path and selects by ``selection``.
     alphas: an explicit descending grid (overrides ``n_alphas``/``alpha_min_ratio``).
     n_alphas, alpha_min_ratio: the automatic grid.
-    selection: ``"ebic"`` (default), ``"bic"``, ``"n_edges"`` or ``"min_edges"`` (then give ``n_edges``). RSS in (E)BIC is
+    selection: ``"ebic"`` (default), ``"bic"``, ``"n_edges"``, ``"min_edges"`` (then give ``n_edges``) or
+        ``"stability"``; see the module docstring. RSS in (E)BIC is
         the residual of an OLS refit on each Lasso support (relaxed Lasso), so shrinkage does not bias the
         choice towards small alphas.
     edge_score: ``"fro"`` or ``"maxabs"`` for block nodes.
@@ -180,7 +186,7 @@ class CircuitLasso(BaseEstimator):
         backend: Literal["local", "dask"] = "local",
         rows_per_edge: int = 10,
         stability_pi: float = 0.6,
-        stability_b: int = 25,
+        stability_b: int = 10,
         stability_q: int = 5,
         stability_q_y: int | None = None,
         random_state: int | None = 0,
@@ -301,9 +307,6 @@ class CircuitLasso(BaseEstimator):
                 integer("stability_q_y", self.stability_q_y, lo=1)
             if self.alpha is not None:
                 raise ValueError(f"selection='stability' needs a path: leave alpha=None, got alpha={self.alpha!r}")
-            if self.targets == "y":
-                raise ValueError("selection='stability' is not available with targets='y'; valid selections "
-                                 "there: ('bic', 'ebic', 'n_edges', 'min_edges')")
 
     # -- design ----------------------------------------------------------------------------------------
     def _layout_components(self, acts: Activations, *, has_y: bool = False) -> tuple[Layout, Any]:

@@ -159,3 +159,17 @@ def test_default_q_y_caps_the_prediction_targets_bound_at_one():
     assert default_q_y(5, 9000, 0.6) == 42             # floor(sqrt(0.2 * 9000)) = 42; 42^2 / 1800 = 0.98 <= 1
     assert 42 ** 2 / (0.2 * 9000) <= 1 < 43 ** 2 / (0.2 * 9000)
     assert default_q_y(5, 16, 0.6) == 5                # never below the site targets' q
+
+
+def test_stability_with_targets_y_selects_the_planted_sources_of_y():
+    """targets="y": only y is a target; its planted sources are kept with probabilities and the bound is y's."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((300, 8)) * (rng.random((300, 8)) < 0.6)
+    Y = rng.standard_normal((300, 8))
+    y = 1.5 * X[:, 2] - Y[:, 3] + 0.3 * rng.standard_normal(300)
+    est = CircuitLasso(targets="y", selection="stability", stability_b=4, **KW).fit(_features(X, Y), y)
+    e = est.circuit_.edges
+    assert set(e["target"]) == {"y"}
+    assert {"L0.resid_post/f2", "L1.resid_post/f3"} <= set(e["source"])
+    assert (e["probability"] >= 0.6).all()
+    assert est.circuit_.meta["expected_false_edges_bound"] == pytest.approx(5 ** 2 / (0.2 * 16))
