@@ -725,30 +725,45 @@ class CircuitLasso(BaseEstimator):
         return amax * np.geomspace(1.0, self.alpha_min_ratio, self.n_alphas)
 
     def _node_edges(self, layout: Layout, coef: sp.csr_matrix, y_nodes, y_coef) -> pd.DataFrame:
+        """Node edges of one coefficient matrix: single-column pairs keep their coefficient, block pairs get
+        the Frobenius norm or max-abs entry of their block. Rows: single pairs in coefficient order, then
+        block pairs in order of their first coefficient (plain numpy: this runs at every grid point)."""
         names = layout.nodes["node"].to_numpy()
-        c = coef.tocoo()
-        frames = []
-        if c.nnz:
-            df = pd.DataFrame({"t": layout.col_node[c.row], "s": layout.col_node[c.col], "v": c.data})
-            frames.append(df)
+        ts, ss, vs = [], [], []
+        if coef.nnz:
+            c = coef.tocoo()
+            ts.append(layout.col_node[c.row])
+            ss.append(layout.col_node[c.col])
+            vs.append(c.data)
         if y_coef is not None and y_coef.nnz:
             yc = y_coef.tocoo()
-            frames.append(pd.DataFrame({"t": len(names) + yc.row, "s": layout.col_node[yc.col], "v": yc.data}))
-        if not frames:
+            ts.append(len(names) + yc.row.astype(np.int64))
+            ss.append(layout.col_node[yc.col])
+            vs.append(yc.data)
+        if not ts:
             return pd.DataFrame({"source": [], "target": [], "weight": [], "score": []})
-        df = pd.concat(frames, ignore_index=True)
+        t_all = np.concatenate(ts).astype(np.int64, copy=False)
+        s_all = np.concatenate(ss).astype(np.int64, copy=False)
+        v_all = np.concatenate(vs)
         all_names = np.concatenate([names, np.asarray(y_nodes, dtype=object)]) if y_nodes else names
-        width = np.array([len(c) for c in layout.node_cols] + [1] * len(y_nodes))
-        t_all, s_all, v_all = df["t"].to_numpy(), df["s"].to_numpy(), df["v"].to_numpy()
+        width = np.concatenate([np.fromiter(map(len, layout.node_cols), dtype=np.int64, count=len(names)),
+                                np.ones(len(y_nodes), dtype=np.int64)])
         single_rows = (width[t_all] == 1) & (width[s_all] == 1)  # feature -> feature: one coefficient each
         t_idx, s_idx, weight = [t_all[single_rows]], [s_all[single_rows]], [v_all[single_rows]]
         if not single_rows.all():
-            blk = df[~single_rows]
-            blk = blk.assign(a=np.abs(blk["v"].to_numpy()), sq=blk["v"].to_numpy() ** 2)
-            agg = blk.groupby(["t", "s"], sort=False).agg(sq=("sq", "sum"), mx=("a", "max"))
-            t_idx.append(agg.index.get_level_values(0).to_numpy())
-            s_idx.append(agg.index.get_level_values(1).to_numpy())
-            weight.append(np.sqrt(agg["sq"].to_numpy()) if self.edge_score == "fro" else agg["mx"].to_numpy())
+            block = ~single_rows
+            bt, bs, bv = t_all[block], s_all[block], v_all[block]
+            key = bt * len(all_names) + bs
+            uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            order = np.argsort(first, kind="stable")  # pairs in order of first appearance
+            if self.edge_score == "fro":
+                agg = np.sqrt(np.bincount(inv.ravel(), weights=bv * bv, minlength=uniq.size))
+            else:
+                agg = np.zeros(uniq.size)
+                np.maximum.at(agg, inv.ravel(), np.abs(bv))
+            t_idx.append(uniq[order] // len(all_names))
+            s_idx.append(uniq[order] % len(all_names))
+            weight.append(agg[order])
         t_idx, s_idx, weight = np.concatenate(t_idx), np.concatenate(s_idx), np.concatenate(weight)
         return pd.DataFrame({"source": all_names[s_idx], "target": all_names[t_idx], "weight": weight,
                              "score": np.abs(weight)})
