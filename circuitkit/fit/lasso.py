@@ -470,8 +470,8 @@ class CircuitLasso(BaseEstimator):
         n_alpha = len(alphas)
         fixed = self.alpha is not None or n_alpha == 1
         per_target = not fixed and self.selection in ("bic", "ebic")
-        coef_parts: list[list[sp.coo_matrix]] = [[] for _ in range(n_alpha)]
-        chosen_parts: list[sp.coo_matrix] = []
+        coef_parts: list[list[tuple]] = [[] for _ in range(n_alpha)]  # (rows, cols, values) per problem
+        chosen_parts: list[tuple] = []
         target_alpha = np.full(n_cols, np.nan)
         n_targets_fit = 0
         reachable: dict[int, int] = {}
@@ -496,20 +496,19 @@ class CircuitLasso(BaseEstimator):
                 reachable.update(done)
             for k in range(n_alpha):
                 c = res.coefs[k].tocoo()
-                coef_parts[k].append(sp.coo_matrix((c.data, (tcols[c.row], scols[c.col])), shape=(n_cols, n_cols)))
+                coef_parts[k].append((tcols[c.row], scols[c.col], c.data))
             if res.skipped is not None and np.any(res.skipped):
                 for j in np.flatnonzero(res.skipped):
                     skipped[f"column {int(tcols[j])} of {layout.nodes['node'].iat[layout.col_node[tcols[j]]]}"] = (
                         "skipped by the solver (constant or active in too few rows)")
             if per_target:
                 sel = select.pick_rows(res.coefs, k_sel).tocoo()
-                chosen_parts.append(sp.coo_matrix((sel.data, (tcols[sel.row], scols[sel.col])),
-                                                  shape=(n_cols, n_cols)))
+                chosen_parts.append((tcols[sel.row], scols[sel.col], sel.data))
                 target_alpha[tcols] = alphas[k_sel]
             n_targets_fit += len(tcols)
         t_fit = time.perf_counter()
 
-        coefs = [sp.csr_matrix(sum(parts)) if parts else sp.csr_matrix((n_cols, n_cols)) for parts in coef_parts]
+        coefs = [_assemble(parts, n_cols) for parts in coef_parts]
         y_nodes, y_coefs, y_sel = [], None, None
         if y_info is not None:
             y_nodes, y_coefs, y_sel = self._fit_y(Xs, offset, alive, y_info, alphas, n_rows, per_target,
@@ -589,7 +588,7 @@ class CircuitLasso(BaseEstimator):
             self.y_coef_ = None if y_coefs is None else y_coefs[k_best]
             edges = path[path["alpha"] == float(alphas[k_best])].drop(columns="alpha")
         else:
-            self.coef_ = sp.csr_matrix(sum(chosen_parts)) if chosen_parts else sp.csr_matrix((n_cols, n_cols))
+            self.coef_ = _assemble(chosen_parts, n_cols)
             self.y_coef_ = y_sel
             edges = self._node_edges(layout, self.coef_, y_nodes, y_sel)
         # alpha_: one meaning whatever the selection (class docstring)
@@ -851,6 +850,18 @@ class CircuitLasso(BaseEstimator):
             k_sel = np.argmin(crit, axis=0)
             sel = lift(select.pick_rows(res.coefs, k_sel), len(ys))
         return y_info["names"], out, sel
+
+
+def _assemble(parts: list[tuple], n_cols: int) -> sp.csr_matrix:
+    """One canonical CSR ``[n_cols, n_cols]`` from ``(rows, cols, values)`` triplets of disjoint target
+    blocks (one conversion instead of a sum of sparse matrices); explicit zeros are dropped."""
+    if not parts:
+        return sp.csr_matrix((n_cols, n_cols))
+    rows, cols, vals = (np.concatenate(x) for x in zip(*parts))
+    out = sp.csr_matrix((vals, (rows, cols)), shape=(n_cols, n_cols))
+    out.sum_duplicates()
+    out.eliminate_zeros()
+    return out
 
 
 def _kept(probability: sp.csr_matrix, pi_thr: float) -> sp.csr_matrix:
