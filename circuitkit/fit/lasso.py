@@ -495,15 +495,15 @@ class CircuitLasso(BaseEstimator):
                 k_sel = k2 if per_target else None
                 reachable.update(done)
             for k in range(n_alpha):
-                c = res.coefs[k].tocoo()
-                coef_parts[k].append((tcols[c.row], scols[c.col], c.data))
+                r, c, v = _triplets(res.coefs[k])
+                coef_parts[k].append((tcols[r], scols[c], v))
             if res.skipped is not None and np.any(res.skipped):
                 for j in np.flatnonzero(res.skipped):
                     skipped[f"column {int(tcols[j])} of {layout.nodes['node'].iat[layout.col_node[tcols[j]]]}"] = (
                         "skipped by the solver (constant or active in too few rows)")
             if per_target:
-                sel = select.pick_rows(res.coefs, k_sel).tocoo()
-                chosen_parts.append((tcols[sel.row], scols[sel.col], sel.data))
+                r, c, v = _triplets(select.pick_rows(res.coefs, k_sel))
+                chosen_parts.append((tcols[r], scols[c], v))
                 target_alpha[tcols] = alphas[k_sel]
             n_targets_fit += len(tcols)
         t_fit = time.perf_counter()
@@ -519,13 +519,7 @@ class CircuitLasso(BaseEstimator):
         if y_nodes:
             extra = pd.DataFrame({"node": y_nodes, "site": "", "kind": "target", "feature": -1, "label": y_nodes})
             nodes = pd.concat([nodes, extra], ignore_index=True)
-        path_frames = []
-        for k, a in enumerate(alphas):
-            e = self._node_edges(layout, coefs[k], y_nodes, None if y_coefs is None else y_coefs[k])
-            e.insert(0, "alpha", float(a))
-            path_frames.append(e)
-        path = pd.concat(path_frames, ignore_index=True)
-        n_edges_path = np.array([len(f) for f in path_frames])
+        path, n_edges_path = self._path_edges(layout, coefs, y_nodes, y_coefs, alphas)
 
         if fixed:
             k_best = 0
@@ -723,49 +717,72 @@ class CircuitLasso(BaseEstimator):
             amax = 1.0
         return amax * np.geomspace(1.0, self.alpha_min_ratio, self.n_alphas)
 
-    def _node_edges(self, layout: Layout, coef: sp.csr_matrix, y_nodes, y_coef) -> pd.DataFrame:
-        """Node edges of one coefficient matrix: single-column pairs keep their coefficient, block pairs get
-        the Frobenius norm or max-abs entry of their block. Rows: single pairs in coefficient order, then
-        block pairs in order of their first coefficient (plain numpy: this runs at every grid point)."""
-        names = layout.nodes["node"].to_numpy()
+    def _edge_arrays(self, layout: Layout, coef: sp.spmatrix, y_coef: sp.spmatrix | None,
+                     width: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(target, source, weight)`` node indices and weights of one coefficient matrix (y nodes follow the
+        layout's nodes): single-column pairs keep their coefficient, block pairs get the Frobenius norm or
+        max-abs entry of their block. Single pairs come first, in coefficient order, then block pairs in order
+        of their first coefficient. Plain numpy: this runs at every grid point."""
+        n_nodes = len(layout.node_cols)
         ts, ss, vs = [], [], []
         if coef.nnz:
-            c = coef.tocoo()
-            ts.append(layout.col_node[c.row])
-            ss.append(layout.col_node[c.col])
-            vs.append(c.data)
+            r, c, v = _triplets(coef)
+            ts.append(layout.col_node[r])
+            ss.append(layout.col_node[c])
+            vs.append(v)
         if y_coef is not None and y_coef.nnz:
-            yc = y_coef.tocoo()
-            ts.append(len(names) + yc.row.astype(np.int64))
-            ss.append(layout.col_node[yc.col])
-            vs.append(yc.data)
+            r, c, v = _triplets(y_coef)
+            ts.append(n_nodes + r)
+            ss.append(layout.col_node[c])
+            vs.append(v)
         if not ts:
-            return pd.DataFrame({"source": [], "target": [], "weight": [], "score": []})
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, np.empty(0)
         t_all = np.concatenate(ts).astype(np.int64, copy=False)
         s_all = np.concatenate(ss).astype(np.int64, copy=False)
         v_all = np.concatenate(vs)
+        single_rows = (width[t_all] == 1) & (width[s_all] == 1)  # feature -> feature: one coefficient each
+        if single_rows.all():
+            return t_all, s_all, v_all
+        block = ~single_rows
+        n_all = len(width)
+        uniq, first, inv = np.unique(t_all[block] * n_all + s_all[block], return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # block pairs in order of first appearance
+        bv = v_all[block]
+        if self.edge_score == "fro":
+            agg = np.sqrt(np.bincount(inv.ravel(), weights=bv * bv, minlength=uniq.size))
+        else:
+            agg = np.zeros(uniq.size)
+            np.maximum.at(agg, inv.ravel(), np.abs(bv))
+        pairs = uniq[order]
+        return (np.concatenate([t_all[single_rows], pairs // n_all]),
+                np.concatenate([s_all[single_rows], pairs % n_all]),
+                np.concatenate([v_all[single_rows], agg[order]]))
+
+    def _names_widths(self, layout: Layout, y_nodes) -> tuple[np.ndarray, np.ndarray]:
+        names = layout.nodes["node"].to_numpy()
         all_names = np.concatenate([names, np.asarray(y_nodes, dtype=object)]) if y_nodes else names
         width = np.concatenate([np.fromiter(map(len, layout.node_cols), dtype=np.int64, count=len(names)),
                                 np.ones(len(y_nodes), dtype=np.int64)])
-        single_rows = (width[t_all] == 1) & (width[s_all] == 1)  # feature -> feature: one coefficient each
-        t_idx, s_idx, weight = [t_all[single_rows]], [s_all[single_rows]], [v_all[single_rows]]
-        if not single_rows.all():
-            block = ~single_rows
-            bt, bs, bv = t_all[block], s_all[block], v_all[block]
-            key = bt * len(all_names) + bs
-            uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
-            order = np.argsort(first, kind="stable")  # pairs in order of first appearance
-            if self.edge_score == "fro":
-                agg = np.sqrt(np.bincount(inv.ravel(), weights=bv * bv, minlength=uniq.size))
-            else:
-                agg = np.zeros(uniq.size)
-                np.maximum.at(agg, inv.ravel(), np.abs(bv))
-            t_idx.append(uniq[order] // len(all_names))
-            s_idx.append(uniq[order] % len(all_names))
-            weight.append(agg[order])
-        t_idx, s_idx, weight = np.concatenate(t_idx), np.concatenate(s_idx), np.concatenate(weight)
-        return pd.DataFrame({"source": all_names[s_idx], "target": all_names[t_idx], "weight": weight,
-                             "score": np.abs(weight)})
+        return all_names, width
+
+    def _node_edges(self, layout: Layout, coef: sp.spmatrix, y_nodes, y_coef) -> pd.DataFrame:
+        """Node edges of one coefficient matrix (:meth:`_edge_arrays`) as an edge table."""
+        all_names, width = self._names_widths(layout, y_nodes)
+        t, s, w = self._edge_arrays(layout, coef, y_coef, width)
+        return pd.DataFrame({"source": all_names[s], "target": all_names[t], "weight": w, "score": np.abs(w)})
+
+    def _path_edges(self, layout: Layout, coefs, y_nodes, y_coefs, alphas) -> tuple[pd.DataFrame, np.ndarray]:
+        """The edge table at every grid point (column ``alpha`` first; grid order, then :meth:`_edge_arrays`'
+        order) in one frame, and the number of edges at each grid point."""
+        all_names, width = self._names_widths(layout, y_nodes)
+        parts = [self._edge_arrays(layout, coefs[k], None if y_coefs is None else y_coefs[k], width)
+                 for k in range(len(alphas))]
+        counts = np.array([len(w) for _, _, w in parts], dtype=np.int64)
+        t, s, w = (np.concatenate(x) for x in zip(*parts))
+        path = pd.DataFrame({"alpha": np.repeat(np.asarray(alphas, dtype=np.float64), counts),
+                             "source": all_names[s], "target": all_names[t], "weight": w, "score": np.abs(w)})
+        return path, counts
 
     # -- prediction targets ----------------------------------------------------------------------------------
     def _prepare_y(self, y: Any, n_rows: int) -> dict:
@@ -850,6 +867,15 @@ class CircuitLasso(BaseEstimator):
             k_sel = np.argmin(crit, axis=0)
             sel = lift(select.pick_rows(res.coefs, k_sel), len(ys))
         return y_info["names"], out, sel
+
+
+def _triplets(m: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, values)`` of a sparse matrix in its stored (row-major for CSR) order, like ``m.tocoo()``
+    without building a COO matrix."""
+    if sp.isspmatrix_csr(m) or isinstance(m, sp.csr_array):
+        return np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)), m.indices, m.data
+    c = m.tocoo()
+    return c.row, c.col, c.data
 
 
 def _assemble(parts: list[tuple], n_cols: int) -> sp.csr_matrix:
