@@ -10,12 +10,14 @@ functions that make them up:
   standardised design, ``timing_["design"]``);
 * ``standardise+grid``: the standardised design, target blocks and the alpha grid;
 * ``solver``: the celer paths (``solver.path``);
-* ``selection``: per-target eBIC (``_select_per_target``);
-* ``edges``: node edges at every grid point (``_node_edges``);
+* ``selection``: per-target eBIC (``_select_per_target``) and reading the chosen rows (``select.pick_rows``);
+* ``edges``: node edge tables at every grid point and of the selected circuit (``_node_edges``, and
+  ``_path_edges`` where it exists);
 * ``circuit``: building the :class:`~circuitkit.circuit.Circuit` (its checks and sorting);
 * ``other``: the rest of the call (coefficient bookkeeping, path concatenation, meta).
 
-Prints a table (phase, seconds summed over the suite, fraction of the total) and writes JSON.
+The script runs on older checkouts too (``PYTHONPATH`` = that checkout), so a change's before and after can
+be measured with the same instrumentation. Prints a table (phase, seconds summed over the suite, fraction of the total) and writes JSON.
 
 Run: PYTHONPATH=. CIRCUITKIT_DATA=data OMP_NUM_THREADS=1 python benchmarks/overhead.py [--holdout]
      [--tasks hist sort] [--repeats 3] [--json PATH]
@@ -38,7 +40,7 @@ def _instrument(acc: dict[str, float]) -> None:
     """Wrap the functions that make up each phase so that their wall time adds to ``acc[phase]``."""
     from circuitkit.baselines import eap
     from circuitkit.circuit import Circuit
-    from circuitkit.fit import celer_solver, lasso
+    from circuitkit.fit import celer_solver, lasso, select
 
     depth: dict[str, int] = defaultdict(int)
 
@@ -59,7 +61,10 @@ def _instrument(acc: dict[str, float]) -> None:
     for name in ("_standardise", "_target_block", "_grid"):
         setattr(lasso.CircuitLasso, name, timed("standardise+grid", getattr(lasso.CircuitLasso, name)))
     lasso.CircuitLasso._select_per_target = timed("selection", lasso.CircuitLasso._select_per_target)
-    lasso.CircuitLasso._node_edges = timed("edges", lasso.CircuitLasso._node_edges)
+    select.pick_rows = timed("selection", select.pick_rows)
+    for name in ("_node_edges", "_path_edges"):  # _path_edges: only after the bookkeeping was cut
+        if hasattr(lasso.CircuitLasso, name):
+            setattr(lasso.CircuitLasso, name, timed("edges", getattr(lasso.CircuitLasso, name)))
     celer_solver.CelerSolver.path = timed("solver", celer_solver.CelerSolver.path)
     Circuit.__post_init__ = timed("circuit", Circuit.__post_init__)
 
