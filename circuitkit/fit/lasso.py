@@ -66,6 +66,7 @@ from ..circuit import Circuit, error_node, feature_node
 from ..features import Features
 from ..sites import COMPONENT_KINDS, parse_site
 from . import select
+from .collinear import collinear_blocks
 from .design import Layout, SparseTargets, column_stats, ymax
 from .solvers import PathResult, choose_solver, get_solver
 
@@ -77,6 +78,11 @@ TARGET_ROWS = ("all", "reachable")
 EDGE_SCORES = ("fro", "maxabs")
 PREDECESSORS = ("auto", "all", "adjacent")
 Y_KINDS = ("auto", "linear", "logistic")
+#: component level: a source site is reported in ``collinear_sites_`` when a direction of its output has R^2
+#: above this in a least-squares fit on the sites before it
+COLLINEAR_R2 = 1 - 1e-6
+#: skip that check when rows x live columns^2 exceeds this (its cost is about that many flops)
+COLLINEAR_MAX_WORK = 2e10
 
 
 class CircuitLasso(BaseEstimator):
@@ -147,6 +153,16 @@ class CircuitLasso(BaseEstimator):
     skipped_targets_: nodes that were not fitted as targets, with the reason.
     collinear_sources_: groups of feature nodes whose standardised columns are identical (a warning names
         them): the Lasso's choice of parent among them is arbitrary, and solvers may pick differently.
+    collinear_sites_: component level, a DataFrame (site, r2, n_dims, n_columns, sources) of source sites whose
+        output has a direction that is a (near) linear function of the sites before it in node order on these
+        rows: largest squared canonical correlation ``r2`` with them above ``COLLINEAR_R2`` (``1 - 1e-6``), i.e.
+        that direction's R^2 in a least-squares fit on the earlier sites' columns; ``n_dims`` such directions
+        of its ``n_columns`` (rank); ``sources`` the earlier sites that direction lies in
+        (:func:`circuitkit.fit.collinear.collinear_blocks`). A warning names them, and
+        ``circuit_.meta["collinear_sites"]`` lists them. Edges from such a site and from its ``sources`` cannot
+        be told apart from observations: which of them the Lasso picks is not evidence. The fit is unchanged.
+        ``None`` at feature level (see ``collinear_sources_``) or when ``rows x live columns^2`` exceeds
+        ``COLLINEAR_MAX_WORK`` (``2e10``; the check would cost about that many flops).
     timing_: seconds spent in each stage.
     stability_: with ``selection="stability"``, the :class:`~circuitkit.fit.stability.StabilityResult`
         (column-level probabilities, the half-samples, the bound).
@@ -455,6 +471,15 @@ class CircuitLasso(BaseEstimator):
             if scols.size == 0:
                 continue
             problems.append((np.asarray(tcols), scols))
+        t_coll = time.perf_counter()
+        self.collinear_sites_ = _collinear_sites(layout, design, mean, alive, problems)
+        if self.collinear_sites_ is not None and len(self.collinear_sites_):
+            shown = ", ".join(f"{r.site} (R^2 = 1 - {max(1 - r.r2, 0):.1e}; in the span of {' + '.join(r.sources)})"
+                              for r in self.collinear_sites_.head(5).itertuples())
+            warnings.warn(f"{len(self.collinear_sites_)} source site(s) are (near) linear functions of earlier sites "
+                          f"on these data: {shown}; edges from them versus those earlier sites are not identifiable "
+                          "from observations (see collinear_sites_)", UserWarning, stacklevel=2)
+        t_design += time.perf_counter() - t_coll  # the check is part of the design stage in timing_
         alphas = self._grid(Xs, offset, problems, y_info, n_rows, design, mean, std)
 
         solver_name = self.solver
@@ -624,6 +649,8 @@ class CircuitLasso(BaseEstimator):
             "n_rows": int(n_rows),
             "seconds": self.timing_["total"],
             "skipped_targets": len(skipped),
+            "collinear_sites": (None if self.collinear_sites_ is None
+                                else self.collinear_sites_["site"].tolist()),
             "path_alphas": [float(a) for a in alphas],
             "provenance": {k: v for k, v in X.meta.items() if k in ("model", "input_hash", "positions", "aggregate",
                                                                     "sae_ids", "sae_releases", "neuronpedia_ids")},
@@ -907,6 +934,27 @@ def _stable_coef(coefs: list[sp.csr_matrix], keep: sp.csr_matrix) -> sp.csr_matr
     out = sp.csr_matrix(last.multiply(keep))
     out.eliminate_zeros()
     return out
+
+
+def _collinear_sites(layout: Layout, design: Any, mean: np.ndarray, alive: np.ndarray,
+                     problems: list) -> pd.DataFrame | None:
+    """Component level: source sites whose captured output has a direction that is a (near) linear function
+    of the sites before it (:func:`circuitkit.fit.collinear.collinear_blocks` on the centred live columns).
+    ``None`` at feature level or when the check would cost more than ``COLLINEAR_MAX_WORK``."""
+    if layout.kind != "component" or sp.issparse(design) or not problems:
+        return None
+    n_live = int(alive.sum())
+    if design.shape[0] * n_live ** 2 > COLLINEAR_MAX_WORK:
+        logger.info("CircuitLasso: collinearity check skipped (%d rows x %d live columns; collinear_sites_ = None)",
+                    design.shape[0], n_live)
+        return None
+    used = np.unique(np.concatenate([layout.col_node[scols] for _, scols in problems]))
+    blocks = []
+    for cols in layout.node_cols:
+        live = cols[alive[cols]]
+        blocks.append(design[:, live] - mean[live])
+    names = layout.nodes["node"].tolist()
+    return collinear_blocks(blocks, names, check=used.tolist(), r2_threshold=COLLINEAR_R2)
 
 
 def _collinear_groups(layout: Layout, design: Any, std: np.ndarray, alive: np.ndarray) -> list[list[str]]:
