@@ -66,12 +66,15 @@ def _stopped_path(X, y, alphas, tol, max_iter, stop_entered, kwargs):
     return coefs, gaps
 
 
-def _rows_to_csr(rows: list[tuple[np.ndarray, np.ndarray]], n_features: int) -> sp.csr_matrix:
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(i) for i, _ in rows])
-    indices = np.concatenate([i for i, _ in rows]) if rows else np.empty(0, np.int64)
-    data = np.concatenate([v for _, v in rows]) if rows else np.empty(0)
-    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), n_features))
+def _thresholded_csr(W: np.ndarray) -> sp.csr_matrix:
+    """CSR of ``W`` [targets, features] keeping, per row, the entries above ``COEF_RTOL`` x the row's largest
+    |entry| (all of a row of zeros is dropped); columns in increasing order."""
+    A = np.abs(W)
+    scale = A.max(axis=1, initial=0.0)
+    keep = (A > COEF_RTOL * scale[:, None]) & (scale > 0)[:, None]
+    indptr = np.zeros(W.shape[0] + 1, dtype=np.int64)
+    np.cumsum(keep.sum(axis=1), out=indptr[1:])
+    return sp.csr_matrix((W[keep], np.nonzero(keep)[1].astype(np.int64), indptr), shape=W.shape)
 
 
 class CelerSolver:
@@ -108,19 +111,17 @@ class CelerSolver:
             )
             parts = [[(chunks[i][j], w, r, g) for (j, w, r, g) in part] for i, part in enumerate(parts)]
         n_alphas = len(alphas)
-        rows: list[list[tuple[np.ndarray, np.ndarray]]] = [[(np.empty(0, np.int64), np.empty(0))] * n_targets
-                                                           for _ in range(n_alphas)]
+        dtype = next((p[0][1].dtype for p in parts if p), np.float64)
+        W = np.zeros((n_alphas, n_targets, X.shape[1]), dtype=dtype)  # every target's path, by grid point
         rss = np.zeros((n_alphas, n_targets))
         gaps = np.zeros((n_alphas, n_targets))
         for part in parts:
-            for j, w, r, g in part:
-                for k in range(n_alphas):
-                    scale = float(np.abs(w[k]).max()) if w[k].size else 0.0
-                    nz = np.flatnonzero(np.abs(w[k]) > COEF_RTOL * scale) if scale > 0 else np.empty(0, np.int64)
-                    rows[k][j] = (nz, w[k, nz])
+            while part:  # pop, so each target's own copy is freed once it is in W
+                j, w, r, g = part.pop()
+                W[:, j, :] = w
                 rss[:, j] = r
                 gaps[:, j] = g
-        coefs = [_rows_to_csr(rows[k], X.shape[1]) for k in range(n_alphas)]
+        coefs = [_thresholded_csr(W[k]) for k in range(n_alphas)]
         return PathResult(alphas, coefs, rss, gaps, np.zeros(n_targets, bool), self.name)
 
 

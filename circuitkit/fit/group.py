@@ -69,6 +69,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..activations import Activations, check_finite
 from ..circuit import Circuit
 from ..sites import COMPONENT_KINDS, parse_site
+from .collinear import collinear_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,8 @@ class GroupCircuitLasso(BaseEstimator):
     coef_: ``{target: [sum of source k_u, k_v]}`` selected coefficients (rows in ``sources_[target]`` order).
     sources_: ``{target: [source sites]}``. group_norm_path_: ``{target: [n_alphas, n_sources]}``.
     entry_alpha_: DataFrame (source, target, entry_alpha) for every edge that enters the path.
-    collinear_sites_: DataFrame (site, r2, n_dims, n_components) of collinear source sites.
+    collinear_sites_: DataFrame (site, r2, n_dims, n_components, sources) of collinear source sites
+        (``sources``: the earlier sites the collinear direction lies in; :mod:`circuitkit.fit.collinear`).
     skipped_: DataFrame (site, reason) of sites left out (constant).
     dual_gaps_: ``{target: [n_alphas]}`` final duality gaps; n_iter_: ``{target: [n_alphas]}`` sweeps.
     solver_: ``"gram-bcd"``. timing_: seconds per stage.
@@ -442,23 +444,12 @@ class GroupCircuitLasso(BaseEstimator):
     # -- helpers -----------------------------------------------------------------------------------
     def _collinear(self, Z, kept, cols, used_sources) -> pd.DataFrame:
         """Sites whose block has a direction (squared canonical correlation > collinear_r2) in the span of
-        the blocks of all sites before it in node order."""
-        rows = []
+        the blocks of all sites before it in node order (:func:`circuitkit.fit.collinear.collinear_blocks`)."""
         n = Z.shape[0]
-        for u in used_sources:
-            i = kept.index(u)
-            if i == 0:
-                continue
-            E = Z[:, np.concatenate([cols[s] for s in kept[:i]])]
-            q, sv, _ = np.linalg.svd(E, full_matrices=False)
-            q = q[:, sv > 1e-10 * sv[0]]
-            Zu = Z[:, cols[u]] / math.sqrt(n)                 # orthonormal columns
-            cc = np.linalg.svd(q.T @ Zu, compute_uv=False)
-            r2 = np.clip(cc ** 2, 0.0, 1.0)
-            hit = int(np.sum(r2 > self.collinear_r2))
-            if hit:
-                rows.append({"site": u, "r2": float(r2.max()), "n_dims": hit, "n_components": len(cols[u])})
-        return pd.DataFrame(rows, columns=["site", "r2", "n_dims", "n_components"])
+        blocks = [Z[:, cols[s]] / math.sqrt(n) for s in kept]  # whitened: orthonormal columns
+        found = collinear_blocks(blocks, kept, check=[kept.index(u) for u in used_sources],
+                                 r2_threshold=self.collinear_r2, orthonormal=True)
+        return found.rename(columns={"n_columns": "n_components"})
 
     def _select(self, Gs, C, syy_diag, groups, norms, n) -> int:
         """Per-target (E)BIC over the distinct group supports of the path (relaxed OLS residuals)."""

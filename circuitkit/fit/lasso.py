@@ -71,6 +71,7 @@ from ..circuit import Circuit, error_node, feature_node
 from ..features import Features
 from ..sites import COMPONENT_KINDS, parse_site
 from . import select
+from .collinear import collinear_blocks
 from .design import Layout, SparseTargets, column_stats, ymax
 from .solvers import PathResult, choose_solver, get_solver
 
@@ -82,6 +83,11 @@ TARGET_ROWS = ("all", "reachable")
 EDGE_SCORES = ("fro", "maxabs")
 PREDECESSORS = ("auto", "all", "adjacent")
 Y_KINDS = ("auto", "linear", "logistic")
+#: component level: a source site is reported in ``collinear_sites_`` when a direction of its output has R^2
+#: above this in a least-squares fit on the sites before it
+COLLINEAR_R2 = 1 - 1e-6
+#: skip that check when rows x live columns^2 exceeds this (its cost is about that many flops)
+COLLINEAR_MAX_WORK = 2e10
 
 
 class CircuitLasso(BaseEstimator):
@@ -156,6 +162,16 @@ class CircuitLasso(BaseEstimator):
     skipped_targets_: nodes that were not fitted as targets, with the reason.
     collinear_sources_: groups of feature nodes whose standardised columns are identical (a warning names
         them): the Lasso's choice of parent among them is arbitrary, and solvers may pick differently.
+    collinear_sites_: component level, a DataFrame (site, r2, n_dims, n_columns, sources) of source sites whose
+        output has a direction that is a (near) linear function of the sites before it in node order on these
+        rows: largest squared canonical correlation ``r2`` with them above ``COLLINEAR_R2`` (``1 - 1e-6``), i.e.
+        that direction's R^2 in a least-squares fit on the earlier sites' columns; ``n_dims`` such directions
+        of its ``n_columns`` (rank); ``sources`` the earlier sites that direction lies in
+        (:func:`circuitkit.fit.collinear.collinear_blocks`). A warning names them, and
+        ``circuit_.meta["collinear_sites"]`` lists them. Edges from such a site and from its ``sources`` cannot
+        be told apart from observations: which of them the Lasso picks is not evidence. The fit is unchanged.
+        ``None`` at feature level (see ``collinear_sources_``) or when ``rows x live columns^2`` exceeds
+        ``COLLINEAR_MAX_WORK`` (``2e10``; the check would cost about that many flops).
     timing_: seconds spent in each stage.
     stability_: with ``selection="stability"``, the :class:`~circuitkit.fit.stability.StabilityResult`
         (column-level probabilities, the half-samples, the bound).
@@ -465,6 +481,15 @@ class CircuitLasso(BaseEstimator):
             if scols.size == 0:
                 continue
             problems.append((np.asarray(tcols), scols))
+        t_coll = time.perf_counter()
+        self.collinear_sites_ = _collinear_sites(layout, design, mean, alive, problems)
+        if self.collinear_sites_ is not None and len(self.collinear_sites_):
+            shown = ", ".join(f"{r.site} (R^2 = 1 - {max(1 - r.r2, 0):.1e}; in the span of {' + '.join(r.sources)})"
+                              for r in self.collinear_sites_.head(5).itertuples())
+            warnings.warn(f"{len(self.collinear_sites_)} source site(s) are (near) linear functions of earlier sites "
+                          f"on these data: {shown}; edges from them versus those earlier sites are not identifiable "
+                          "from observations (see collinear_sites_)", UserWarning, stacklevel=2)
+        t_design += time.perf_counter() - t_coll  # the check is part of the design stage in timing_
         alphas = self._grid(Xs, offset, problems, y_info, n_rows, design, mean, std)
 
         solver_name = self.solver
@@ -480,8 +505,8 @@ class CircuitLasso(BaseEstimator):
         n_alpha = len(alphas)
         fixed = self.alpha is not None or n_alpha == 1
         per_target = not fixed and self.selection in ("bic", "ebic")
-        coef_parts: list[list[sp.coo_matrix]] = [[] for _ in range(n_alpha)]
-        chosen_parts: list[sp.coo_matrix] = []
+        coef_parts: list[list[tuple]] = [[] for _ in range(n_alpha)]  # (rows, cols, values) per problem
+        chosen_parts: list[tuple] = []
         target_alpha = np.full(n_cols, np.nan)
         n_targets_fit = 0
         reachable: dict[int, int] = {}
@@ -505,21 +530,20 @@ class CircuitLasso(BaseEstimator):
                 k_sel = k2 if per_target else None
                 reachable.update(done)
             for k in range(n_alpha):
-                c = res.coefs[k].tocoo()
-                coef_parts[k].append(sp.coo_matrix((c.data, (tcols[c.row], scols[c.col])), shape=(n_cols, n_cols)))
+                r, c, v = _triplets(res.coefs[k])
+                coef_parts[k].append((tcols[r], scols[c], v))
             if res.skipped is not None and np.any(res.skipped):
                 for j in np.flatnonzero(res.skipped):
                     skipped[f"column {int(tcols[j])} of {layout.nodes['node'].iat[layout.col_node[tcols[j]]]}"] = (
                         "skipped by the solver (constant or active in too few rows)")
             if per_target:
-                sel = select.pick_rows(res.coefs, k_sel).tocoo()
-                chosen_parts.append(sp.coo_matrix((sel.data, (tcols[sel.row], scols[sel.col])),
-                                                  shape=(n_cols, n_cols)))
+                r, c, v = _triplets(select.pick_rows(res.coefs, k_sel))
+                chosen_parts.append((tcols[r], scols[c], v))
                 target_alpha[tcols] = alphas[k_sel]
             n_targets_fit += len(tcols)
         t_fit = time.perf_counter()
 
-        coefs = [sp.csr_matrix(sum(parts)) if parts else sp.csr_matrix((n_cols, n_cols)) for parts in coef_parts]
+        coefs = [_assemble(parts, n_cols) for parts in coef_parts]
         y_nodes, y_coefs, y_sel = [], None, None
         if y_info is not None:
             y_nodes, y_coefs, y_sel = self._fit_y(Xs, offset, alive, y_info, alphas, n_rows, per_target,
@@ -530,13 +554,7 @@ class CircuitLasso(BaseEstimator):
         if y_nodes:
             extra = pd.DataFrame({"node": y_nodes, "site": "", "kind": "target", "feature": -1, "label": y_nodes})
             nodes = pd.concat([nodes, extra], ignore_index=True)
-        path_frames = []
-        for k, a in enumerate(alphas):
-            e = self._node_edges(layout, coefs[k], y_nodes, None if y_coefs is None else y_coefs[k])
-            e.insert(0, "alpha", float(a))
-            path_frames.append(e)
-        path = pd.concat(path_frames, ignore_index=True)
-        n_edges_path = np.array([len(f) for f in path_frames])
+        path, n_edges_path = self._path_edges(layout, coefs, y_nodes, y_coefs, alphas)
 
         if fixed:
             k_best = 0
@@ -600,7 +618,7 @@ class CircuitLasso(BaseEstimator):
             self.y_coef_ = None if y_coefs is None else y_coefs[k_best]
             edges = path[path["alpha"] == float(alphas[k_best])].drop(columns="alpha")
         else:
-            self.coef_ = sp.csr_matrix(sum(chosen_parts)) if chosen_parts else sp.csr_matrix((n_cols, n_cols))
+            self.coef_ = _assemble(chosen_parts, n_cols)
             self.y_coef_ = y_sel
             edges = self._node_edges(layout, self.coef_, y_nodes, y_sel)
         # alpha_: one meaning whatever the selection (class docstring)
@@ -642,6 +660,8 @@ class CircuitLasso(BaseEstimator):
             "n_rows": int(n_rows),
             "seconds": self.timing_["total"],
             "skipped_targets": len(skipped),
+            "collinear_sites": (None if self.collinear_sites_ is None
+                                else self.collinear_sites_["site"].tolist()),
             "path_alphas": [float(a) for a in alphas],
             "provenance": {k: v for k, v in X.meta.items() if k in ("model", "input_hash", "positions", "aggregate",
                                                                     "sae_ids", "sae_releases", "neuronpedia_ids")},
@@ -735,34 +755,72 @@ class CircuitLasso(BaseEstimator):
             amax = 1.0
         return amax * np.geomspace(1.0, self.alpha_min_ratio, self.n_alphas)
 
-    def _node_edges(self, layout: Layout, coef: sp.csr_matrix, y_nodes, y_coef) -> pd.DataFrame:
-        names = layout.nodes["node"].to_numpy()
-        c = coef.tocoo()
-        frames = []
-        if c.nnz:
-            df = pd.DataFrame({"t": layout.col_node[c.row], "s": layout.col_node[c.col], "v": c.data})
-            frames.append(df)
+    def _edge_arrays(self, layout: Layout, coef: sp.spmatrix, y_coef: sp.spmatrix | None,
+                     width: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(target, source, weight)`` node indices and weights of one coefficient matrix (y nodes follow the
+        layout's nodes): single-column pairs keep their coefficient, block pairs get the Frobenius norm or
+        max-abs entry of their block. Single pairs come first, in coefficient order, then block pairs in order
+        of their first coefficient. Plain numpy: this runs at every grid point."""
+        n_nodes = len(layout.node_cols)
+        ts, ss, vs = [], [], []
+        if coef.nnz:
+            r, c, v = _triplets(coef)
+            ts.append(layout.col_node[r])
+            ss.append(layout.col_node[c])
+            vs.append(v)
         if y_coef is not None and y_coef.nnz:
-            yc = y_coef.tocoo()
-            frames.append(pd.DataFrame({"t": len(names) + yc.row, "s": layout.col_node[yc.col], "v": yc.data}))
-        if not frames:
-            return pd.DataFrame({"source": [], "target": [], "weight": [], "score": []})
-        df = pd.concat(frames, ignore_index=True)
-        all_names = np.concatenate([names, np.asarray(y_nodes, dtype=object)]) if y_nodes else names
-        width = np.array([len(c) for c in layout.node_cols] + [1] * len(y_nodes))
-        t_all, s_all, v_all = df["t"].to_numpy(), df["s"].to_numpy(), df["v"].to_numpy()
+            r, c, v = _triplets(y_coef)
+            ts.append(n_nodes + r)
+            ss.append(layout.col_node[c])
+            vs.append(v)
+        if not ts:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, np.empty(0)
+        t_all = np.concatenate(ts).astype(np.int64, copy=False)
+        s_all = np.concatenate(ss).astype(np.int64, copy=False)
+        v_all = np.concatenate(vs)
         single_rows = (width[t_all] == 1) & (width[s_all] == 1)  # feature -> feature: one coefficient each
-        t_idx, s_idx, weight = [t_all[single_rows]], [s_all[single_rows]], [v_all[single_rows]]
-        if not single_rows.all():
-            blk = df[~single_rows]
-            blk = blk.assign(a=np.abs(blk["v"].to_numpy()), sq=blk["v"].to_numpy() ** 2)
-            agg = blk.groupby(["t", "s"], sort=False).agg(sq=("sq", "sum"), mx=("a", "max"))
-            t_idx.append(agg.index.get_level_values(0).to_numpy())
-            s_idx.append(agg.index.get_level_values(1).to_numpy())
-            weight.append(np.sqrt(agg["sq"].to_numpy()) if self.edge_score == "fro" else agg["mx"].to_numpy())
-        t_idx, s_idx, weight = np.concatenate(t_idx), np.concatenate(s_idx), np.concatenate(weight)
-        return pd.DataFrame({"source": all_names[s_idx], "target": all_names[t_idx], "weight": weight,
-                             "score": np.abs(weight)})
+        if single_rows.all():
+            return t_all, s_all, v_all
+        block = ~single_rows
+        n_all = len(width)
+        uniq, first, inv = np.unique(t_all[block] * n_all + s_all[block], return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # block pairs in order of first appearance
+        bv = v_all[block]
+        if self.edge_score == "fro":
+            agg = np.sqrt(np.bincount(inv.ravel(), weights=bv * bv, minlength=uniq.size))
+        else:
+            agg = np.zeros(uniq.size)
+            np.maximum.at(agg, inv.ravel(), np.abs(bv))
+        pairs = uniq[order]
+        return (np.concatenate([t_all[single_rows], pairs // n_all]),
+                np.concatenate([s_all[single_rows], pairs % n_all]),
+                np.concatenate([v_all[single_rows], agg[order]]))
+
+    def _names_widths(self, layout: Layout, y_nodes) -> tuple[np.ndarray, np.ndarray]:
+        names = layout.nodes["node"].to_numpy()
+        all_names = np.concatenate([names, np.asarray(y_nodes, dtype=object)]) if y_nodes else names
+        width = np.concatenate([np.fromiter(map(len, layout.node_cols), dtype=np.int64, count=len(names)),
+                                np.ones(len(y_nodes), dtype=np.int64)])
+        return all_names, width
+
+    def _node_edges(self, layout: Layout, coef: sp.spmatrix, y_nodes, y_coef) -> pd.DataFrame:
+        """Node edges of one coefficient matrix (:meth:`_edge_arrays`) as an edge table."""
+        all_names, width = self._names_widths(layout, y_nodes)
+        t, s, w = self._edge_arrays(layout, coef, y_coef, width)
+        return pd.DataFrame({"source": all_names[s], "target": all_names[t], "weight": w, "score": np.abs(w)})
+
+    def _path_edges(self, layout: Layout, coefs, y_nodes, y_coefs, alphas) -> tuple[pd.DataFrame, np.ndarray]:
+        """The edge table at every grid point (column ``alpha`` first; grid order, then :meth:`_edge_arrays`'
+        order) in one frame, and the number of edges at each grid point."""
+        all_names, width = self._names_widths(layout, y_nodes)
+        parts = [self._edge_arrays(layout, coefs[k], None if y_coefs is None else y_coefs[k], width)
+                 for k in range(len(alphas))]
+        counts = np.array([len(w) for _, _, w in parts], dtype=np.int64)
+        t, s, w = (np.concatenate(x) for x in zip(*parts))
+        path = pd.DataFrame({"alpha": np.repeat(np.asarray(alphas, dtype=np.float64), counts),
+                             "source": all_names[s], "target": all_names[t], "weight": w, "score": np.abs(w)})
+        return path, counts
 
     # -- prediction targets ----------------------------------------------------------------------------------
     def _prepare_y(self, y: Any, n_rows: int) -> dict:
@@ -849,6 +907,27 @@ class CircuitLasso(BaseEstimator):
         return y_info["names"], out, sel
 
 
+def _triplets(m: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, values)`` of a sparse matrix in its stored (row-major for CSR) order, like ``m.tocoo()``
+    without building a COO matrix."""
+    if sp.isspmatrix_csr(m) or isinstance(m, sp.csr_array):
+        return np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)), m.indices, m.data
+    c = m.tocoo()
+    return c.row, c.col, c.data
+
+
+def _assemble(parts: list[tuple], n_cols: int) -> sp.csr_matrix:
+    """One canonical CSR ``[n_cols, n_cols]`` from ``(rows, cols, values)`` triplets of disjoint target
+    blocks (one conversion instead of a sum of sparse matrices); explicit zeros are dropped."""
+    if not parts:
+        return sp.csr_matrix((n_cols, n_cols))
+    rows, cols, vals = (np.concatenate(x) for x in zip(*parts))
+    out = sp.csr_matrix((vals, (rows, cols)), shape=(n_cols, n_cols))
+    out.sum_duplicates()
+    out.eliminate_zeros()
+    return out
+
+
 def _kept(probability: sp.csr_matrix, pi_thr: float) -> sp.csr_matrix:
     """0/1 CSR of the pairs whose selection probability reaches ``pi_thr``."""
     keep = probability.copy()
@@ -866,6 +945,27 @@ def _stable_coef(coefs: list[sp.csr_matrix], keep: sp.csr_matrix) -> sp.csr_matr
     out = sp.csr_matrix(last.multiply(keep))
     out.eliminate_zeros()
     return out
+
+
+def _collinear_sites(layout: Layout, design: Any, mean: np.ndarray, alive: np.ndarray,
+                     problems: list) -> pd.DataFrame | None:
+    """Component level: source sites whose captured output has a direction that is a (near) linear function
+    of the sites before it (:func:`circuitkit.fit.collinear.collinear_blocks` on the centred live columns).
+    ``None`` at feature level or when the check would cost more than ``COLLINEAR_MAX_WORK``."""
+    if layout.kind != "component" or sp.issparse(design) or not problems:
+        return None
+    n_live = int(alive.sum())
+    if design.shape[0] * n_live ** 2 > COLLINEAR_MAX_WORK:
+        logger.info("CircuitLasso: collinearity check skipped (%d rows x %d live columns; collinear_sites_ = None)",
+                    design.shape[0], n_live)
+        return None
+    used = np.unique(np.concatenate([layout.col_node[scols] for _, scols in problems]))
+    blocks = []
+    for cols in layout.node_cols:
+        live = cols[alive[cols]]
+        blocks.append(design[:, live] - mean[live])
+    names = layout.nodes["node"].tolist()
+    return collinear_blocks(blocks, names, check=used.tolist(), r2_threshold=COLLINEAR_R2)
 
 
 def _collinear_groups(layout: Layout, design: Any, std: np.ndarray, alive: np.ndarray) -> list[list[str]]:

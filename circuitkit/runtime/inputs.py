@@ -116,12 +116,17 @@ def batches(lm: Any, ids: list[list[int]], batch_size: int) -> list[Batch]:
     for g in groups:
         lengths = [len(ids[i]) for i in g]
         width = max(lengths)
-        x = torch.full((len(g), width), pad_id if pad_id is not None else 0, dtype=torch.long)
-        mask = torch.zeros((len(g), width), dtype=torch.long)
-        for r, i in enumerate(g):
-            x[r, : lengths[r]] = torch.tensor(ids[i], dtype=torch.long)
-            mask[r, : lengths[r]] = 1
-        out.append(Batch(g, x, mask if pad_id is not None else None, lengths))
+        if min(lengths) == width:  # one length: no padding, one tensor from the rows
+            x = torch.tensor([ids[i] for i in g], dtype=torch.long)
+        else:
+            arr = np.full((len(g), width), pad_id if pad_id is not None else 0, dtype=np.int64)
+            for r, i in enumerate(g):
+                arr[r, : lengths[r]] = ids[i]
+            x = torch.from_numpy(arr)
+        mask = None
+        if pad_id is not None:
+            mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).to(torch.long)
+        out.append(Batch(g, x, mask, lengths))
     return out
 
 
