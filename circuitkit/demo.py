@@ -130,7 +130,7 @@ def _smollm2_story(out: Path, quick: bool, seconds: dict) -> tuple[object, pd.Da
     ctx_feats = encode(ctx, saes)
     seconds["capture"] = time.perf_counter() - t
     t = time.perf_counter()
-    est = CircuitLasso(n_alphas=8, min_target_freq=0.05, n_jobs=1).fit(feats, y)
+    est = CircuitLasso(n_alphas=8, min_target_freq=0.05, n_jobs=1, selection="stability").fit(feats, y)
     seconds["feature_fit"] = time.perf_counter() - t
     circuit = label_circuit(est.circuit_, ctx_feats)
     edges, files = _write_circuit(circuit, out)
@@ -144,10 +144,12 @@ def _smollm2_story(out: Path, quick: bool, seconds: dict) -> tuple[object, pd.Da
         f"{(y > 0).mean():.0%} of the prompts.\n\n"
         f"Sites: {', '.join(sites)}, each encoded with our sae_lens TopK SAE (circuitkit data/saes/smollm2), at "
         f"the last token. CircuitLasso regresses each site's features on the previous site's and the logit "
-        f"difference y on every feature (one Lasso per target, sparsity by extended BIC): {circuit.n_edges} "
-        f"edges among {n_feat} features, {len(into_y)} into y. Labels: the tokens each feature fires on most "
-        f"across every position of {len(ctx_feats.tokens)} of the prompts. Edge colour: blue = positive weight, "
-        f"red = negative; width = |weight|. Weights rank dependencies; they are not causal effects."
+        f"difference y on every feature (one Lasso per target; edges by stability selection: kept when selected "
+        f"in >= {circuit.meta.get('pi_thr', 0):.0%} of {circuit.meta.get('n_subsamples')} half-samples): "
+        f"{circuit.n_edges} edges among {n_feat} features, {len(into_y)} into y. Labels: the tokens each feature "
+        f"fires on most across every position of {len(ctx_feats.tokens)} of the prompts. Edge colour: blue = "
+        f"positive weight, red = negative; width = |weight|; opacity = selection probability. Weights rank "
+        f"dependencies; they are not causal effects."
     )
     files.append(export_page(circuit, out / "circuit_page.html", title="SmolLM2-135M: IOI feature circuit into the "
                              "logit difference", caption=caption, top_k_per_node=3, label_top=24))
@@ -157,8 +159,9 @@ def _smollm2_story(out: Path, quick: bool, seconds: dict) -> tuple[object, pd.Da
     top = pd.concat([edges[edges["target"] == "y"].head(6),
                      edges[edges["source"].str.contains("/f") & edges["target"].str.contains("/f")].head(6)])
     headline = (f"SmolLM2-135M IOI feature circuit into the logit difference: {circuit.n_edges} edges among {n_feat} "
-                f"SAE features, {len(into_y)} into y (mean logit diff {y.mean():+.2f} on {len(df)} held-out prompts; "
-                f"{seconds['feature_fit']:.1f} s to fit)")
+                f"SAE features, {len(into_y)} into y, expected false edges <= "
+                f"{circuit.meta.get('expected_false_edges_bound', float('nan')):.1f} (mean logit diff {y.mean():+.2f} "
+                f"on {len(df)} held-out prompts; {seconds['feature_fit']:.1f} s to fit)")
     return circuit, top, files, headline
 
 
@@ -208,6 +211,7 @@ def _toy_story(out: Path, quick: bool, seconds: dict) -> tuple[object, pd.DataFr
     feats = encode(acts, saes)
     seconds["capture"] = time.perf_counter() - t
     t = time.perf_counter()
+    # eBIC here: the toy LM's feature fit (every position, dense error nodes) costs minutes per stability run
     est = CircuitLasso(n_alphas=8, min_target_freq=0.005, n_jobs=1).fit(feats)
     seconds["feature_fit"] = time.perf_counter() - t
     circuit = label_circuit(est.circuit_, feats)

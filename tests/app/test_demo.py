@@ -51,6 +51,11 @@ def test_demo_cli_writes_outputs(tmp_path, installed_python):
         assert (out / name).is_file(), name
     circuit = Circuit.load(out / "circuit.json")
     assert circuit.n_edges > 0 and (circuit.nodes["kind"] == "feature").any()
+    # stability selection: every edge carries its selection probability, and the bound is stated
+    assert circuit.meta["selection"] == "stability" and circuit.meta["expected_false_edges_bound"] > 0
+    assert circuit.edges["probability"].between(0.6, 1.0).all()
+    assert "expected false edges <=" in proc.stdout
+    assert (out / "circuit_page.html").stat().st_size <= 2_000_000
     assert "edge AUROC" in proc.stdout and "Strongest feature edges" in proc.stdout
     auroc = float(proc.stdout.split("edge AUROC")[1].split()[0])
     assert auroc > 0.8
