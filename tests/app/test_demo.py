@@ -53,7 +53,7 @@ def test_demo_cli_writes_outputs(tmp_path, installed_python):
     assert circuit.n_edges > 0 and (circuit.nodes["kind"] == "feature").any()
     # stability selection: every edge carries its selection probability, and the bound is stated
     assert circuit.meta["selection"] == "stability" and circuit.meta["expected_false_edges_bound"] > 0
-    assert circuit.edges["probability"].between(0.6, 1.0).all()
+    assert circuit.edges["probability"].between(0.6 - 1e-9, 1.0 + 1e-9).all()   # sums of 1/20: 0.6 may be 0.59999...
     assert "expected false edges <=" in proc.stdout
     assert (out / "circuit_page.html").stat().st_size <= 2_000_000
     assert "edge AUROC" in proc.stdout and "Strongest feature edges" in proc.stdout
