@@ -34,8 +34,10 @@ Protocol (fixed seeds; ``benchmarks/faithfulness.md``):
 * **Methods at feature level** (``--level feature``; the model's embedded SAEs: the toy LM's five residual
   SAEs, SmolLM2's L3/L9/L15/L21), each a ranking of every SAE latent:
 
-  - ``circuitlasso``: the SAE sites captured at the last position, encoded, ``CircuitLasso().fit(features,
-    y)`` with its defaults (adjacent-site feature graph plus ``y`` on every feature), latents ranked by their
+  - ``circuitlasso``: the SAE sites captured at the last position, encoded, ``CircuitLasso(selection="ebic")
+    .fit(features, y)``, otherwise its defaults (adjacent-site feature graph plus ``y`` on every feature;
+    ``selection`` pinned to ``"ebic"``, which the recorded results used: influence reads the whole fitted map,
+    and the default stability rule keeps only its error-controlled subset), latents ranked by their
     total effect on ``y`` through the fitted map (:func:`circuitkit.fit.influence.node_influence`), the
     latents without a path to ``y`` after them by their marginal ``|corr(latent, y)|``;
   - ``sfc``: :func:`circuitkit.baselines.sfc.sfc_circuit` (attribution patching, mean ablation, the same
@@ -279,7 +281,7 @@ def _last_position(model: Any, data: TaskData, sites: Sequence[str]) -> tuple[An
 
 def fit_circuitlasso(model: Any, data: TaskData, *, sites: Sequence[str]) -> Any:
     """Module docstring's ``circuitlasso``: capture at the last position, :func:`~circuitkit.activations.compress_sites`
-    (defaults), ``CircuitLasso().fit(acts, y)``, edges scored by :func:`~circuitkit.fit.influence.influence_circuit`."""
+    (defaults), ``CircuitLasso(selection="ebic").fit(acts, y)`` (module docstring), edges scored by :func:`~circuitkit.fit.influence.influence_circuit`."""
     from ..activations import compress_sites
     from ..fit.influence import influence_circuit
     from ..fit.lasso import CircuitLasso
@@ -288,7 +290,7 @@ def fit_circuitlasso(model: Any, data: TaskData, *, sites: Sequence[str]) -> Any
     small = compress_sites(acts)
     with warnings.catch_warnings():  # "no edge into the prediction target" is expected: ranking reads the path end
         warnings.simplefilter("ignore", UserWarning)
-        est = CircuitLasso(progress=False).fit(small, y)
+        est = CircuitLasso(progress=False, selection="ebic").fit(small, y)
     return _y_as_out(influence_circuit(est, small))
 
 
@@ -380,7 +382,7 @@ def rank_features(method: str, model: Any, data: TaskData, saes: dict[str, Any])
         feats = encode(acts, saes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            est = CircuitLasso(progress=False).fit(feats, y)
+            est = CircuitLasso(progress=False, selection="ebic").fit(feats, y)
         effect = node_influence(est).to_dict()
         # latents without a path to y: by their marginal |correlation| with y on the fit rows
         yc = (y - y.mean()) / (y.std() or 1.0)

@@ -44,25 +44,38 @@ def _celer_chunk(X, Y: np.ndarray, cols: list[int], alphas: np.ndarray, offset, 
 
 
 def _stopped_path(X, y, alphas, tol, max_iter, stop_entered, kwargs):
-    """The warm-started path one grid point at a time, stopped at the first point where more than
-    ``stop_entered`` sources have entered (later points: zero coefficients, NaN gaps)."""
+    """The warm-started path, stopped at the first grid point where more than ``stop_entered`` sources have
+    entered (later points: zero coefficients, NaN gaps).
+
+    The grid is fitted in chunks of 4, 4, 8, 16, ... points (one warm-started ``celer_path`` call each), and
+    the entrants are checked between chunks: on small problems the fixed cost of a call, not the solve,
+    dominates, so one call per grid point would cost several times the whole path. Points of the last chunk
+    past the stop are computed and then discarded."""
     from celer import celer_path
 
-    coefs = np.zeros((X.shape[1], len(alphas)), dtype=X.dtype)
-    gaps = np.full(len(alphas), np.nan)
+    n = len(alphas)
+    coefs = np.zeros((X.shape[1], n), dtype=X.dtype)
+    gaps = np.full(n, np.nan)
     ever = np.zeros(X.shape[1], dtype=bool)
     w = None
-    for k, a in enumerate(alphas):
-        _, c, g = celer_path(X, y, "lasso", alphas=np.array([a]), coef_init=w, tol=tol, max_iter=max_iter,
-                             prune=True, **kwargs)
-        w = c[:, 0].copy()
-        coefs[:, k] = w
-        gaps[k] = float(np.asarray(g).ravel()[0])
-        scale = float(np.abs(w).max()) if w.size else 0.0
-        if scale > 0:
-            ever |= np.abs(w) > COEF_RTOL * scale
-        if ever.sum() > stop_entered:
-            break
+    start, size = 0, 4
+    while start < n:
+        stop = min(n, start + size)
+        _, c, g = celer_path(X, y, "lasso", alphas=np.asarray(alphas[start:stop]), coef_init=w, tol=tol,
+                             max_iter=max_iter, prune=True, **kwargs)
+        g = np.asarray(g).ravel()
+        for i in range(stop - start):
+            k = start + i
+            wk = c[:, i]
+            coefs[:, k] = wk
+            gaps[k] = float(g[i])
+            scale = float(np.abs(wk).max()) if wk.size else 0.0
+            if scale > 0:
+                ever |= np.abs(wk) > COEF_RTOL * scale
+            if ever.sum() > stop_entered:
+                return coefs, gaps
+        w = c[:, -1].copy()
+        start, size = stop, (size if start == 0 else 2 * size)
     return coefs, gaps
 
 

@@ -21,25 +21,28 @@ Choosing ``alpha``. Give ``alpha`` for one fit, or leave it ``None`` to fit a ge
 ``n_alphas`` values from ``alpha_max`` (the smallest alpha with an empty graph) down to
 ``alpha_max * alpha_min_ratio``, warm-started along the grid, and pick one by ``selection``:
 
-* ``"ebic"`` (default): per target, minimise the extended BIC
+* ``"stability"`` (default): complementary-pairs stability selection (:mod:`circuitkit.fit.stability`):
+  ``stability_b`` pairs of disjoint half-samples, the first ``stability_q`` sources to enter each half's path
+  per target (``stability_q_y`` for a prediction target), edges kept when selected in at least
+  ``stability_pi`` of the halves; ``circuit_.edges["probability"]`` holds the selection probability and
+  ``circuit_.meta["expected_false_edges_bound"]`` the bound on the expected number of false edges. Sources
+  active in fewer than ``min_source_rows`` (5) rows are not candidates, so single-row coincidences cannot
+  become edges. Each half's path stops once more than ``q`` sources have entered, so the ``2 * stability_b``
+  half fits cost a small multiple of one full fit on SAE features (``benchmarks/scale.md``: 1.4-2.6x eBIC
+  at D = 4,096-24,576); on tiny dense problems (Tracr) the per-call overhead makes it about 10x. With
+  ``fit(data, y)`` the prediction target is one more target per half (its edges carry probabilities too,
+  and the bound counts it). The regularisation path (``circuit_.path``, the edge ranking) is the same as
+  with any other rule.
+* ``"ebic"``: per target, minimise the extended BIC
   ``n log(RSS/n) + df (log(n) + 2 * ebic_gamma * log(p))`` (p = candidate predictors of that target), which
   keeps false edges rare when there are many candidate sources;
 * ``"bic"``: the same without the ``log(p)`` term;
 * ``"n_edges"``: the alpha whose circuit has the number of edges closest to ``n_edges``;
 * ``"min_edges"``: the sparsest alpha whose circuit has at least ``n_edges`` edges (the last grid point if
   none has that many) -- e.g. "the top 400 features that predict ``y``";
-* ``"stability"``: complementary-pairs stability selection (:mod:`circuitkit.fit.stability`):
-  ``stability_b`` pairs of disjoint half-samples, the first ``stability_q`` sources to enter each half's path
-  per target (``stability_q_y`` for a prediction target), edges kept when selected in at least
-  ``stability_pi`` of the halves; ``circuit_.edges["probability"]`` holds the selection probability and
-  ``circuit_.meta["expected_false_edges_bound"]`` the bound on the expected number of false edges. Sources
-  active in fewer than ``min_source_rows`` (5) rows are not candidates. Each half's path stops once more than
-  ``q`` sources have entered, so the ``2 * stability_b`` half fits cost a small multiple of one full fit
-  (``benchmarks/scale.md``). With ``fit(data, y)`` the prediction target is one more target per half (its
-  edges carry probabilities too, and the bound counts it).
 
 With a fixed ``alpha`` there is nothing to select: ``circuit_.meta["selection"]`` is ``"fixed"``
-(``selection="stability"`` needs a path and raises). The rule lives in :mod:`circuitkit.fit.select` and is
+(``selection`` is not used, whatever its value). The rule lives in :mod:`circuitkit.fit.select` and is
 the same for every solver.
 
 Inhibitory parents. ``target_rows="reachable"`` refits every nonnegative (ReLU-like, SAE-feature) target on
@@ -98,8 +101,8 @@ class CircuitLasso(BaseEstimator):
     alpha: regularisation strength for a single fit; ``None`` fits a path and selects by ``selection``.
     alphas: an explicit descending grid (overrides ``n_alphas``/``alpha_min_ratio``).
     n_alphas, alpha_min_ratio: the automatic grid.
-    selection: ``"ebic"`` (default), ``"bic"``, ``"n_edges"``, ``"min_edges"`` (then give ``n_edges``) or
-        ``"stability"``; see the module docstring. RSS in (E)BIC is
+    selection: ``"stability"`` (default), ``"ebic"``, ``"bic"``, ``"n_edges"`` or ``"min_edges"`` (then give
+        ``n_edges``); see the module docstring. Not used with a fixed ``alpha``. RSS in (E)BIC is
         the residual of an OLS refit on each Lasso support (relaxed Lasso), so shrinkage does not bias the
         choice towards small alphas.
     edge_score: ``"fro"`` or ``"maxabs"`` for block nodes.
@@ -131,12 +134,16 @@ class CircuitLasso(BaseEstimator):
     stability_q_y: sources per half of the prediction target ``y``; ``None`` (default): the largest ``q_y`` whose
         share of the E[V] bound is at most 1 (``floor(sqrt((2 pi - 1) p))`` for ``p`` candidates, at least
         ``stability_q``; :func:`circuitkit.fit.stability.default_q_y`).
+    stability_floor: each half's path counts entrants only while ``alpha >= stability_floor * sigma *
+        sqrt(2 log p / n_half)`` (``sigma`` the half fit's residual scale at that alpha, ``p`` the target's
+        candidates; the scaled-Lasso level): below it sources enter by noise alone
+        (:mod:`circuitkit.fit.stability`, step 3). ``0`` follows the whole grid.
     min_source_rows: a source column nonzero in fewer rows than this is not a candidate parent. ``None``
-        (default): 5 with ``selection="stability"``, 0 (off) otherwise.
+        (default): 5 with ``selection="stability"`` (and no fixed ``alpha``), 0 (off) otherwise.
     target_rows: ``"all"`` (default): every target is fitted on all rows; ``"reachable"``: a nonnegative target
         (values ``>= 0``, some zero) is refitted on its reachable rows (module docstring,
         :mod:`circuitkit.fit.reachable`), so inhibitory parents are found. Needs ``selection`` in
-        ``("bic", "ebic")`` or a fixed ``alpha``; the refitted targets are in ``reachable_rows_``.
+        ``("bic", "ebic")`` (not the default ``"stability"``) or a fixed ``alpha``; the refitted targets are in ``reachable_rows_``.
     tol, max_iter: solver tolerance and maximum outer iterations.
     n_jobs: joblib processes over targets.
     progress: show a tqdm bar over target blocks.
@@ -186,7 +193,7 @@ class CircuitLasso(BaseEstimator):
         alphas: Sequence[float] | None = None,
         n_alphas: int = 16,
         alpha_min_ratio: float = 1e-2,
-        selection: Literal["bic", "ebic", "n_edges", "min_edges", "stability"] = "ebic",
+        selection: Literal["stability", "ebic", "bic", "n_edges", "min_edges"] = "stability",
         n_edges: int | None = None,
         ebic_gamma: float = 0.5,
         edge_score: Literal["fro", "maxabs"] = "fro",
@@ -205,6 +212,7 @@ class CircuitLasso(BaseEstimator):
         stability_b: int = 10,
         stability_q: int = 5,
         stability_q_y: int | None = None,
+        stability_floor: float = 1.0,
         random_state: int | None = 0,
         min_source_rows: int | None = None,
         target_rows: Literal["all", "reachable"] = "all",
@@ -236,6 +244,7 @@ class CircuitLasso(BaseEstimator):
         self.stability_b = stability_b
         self.stability_q = stability_q
         self.stability_q_y = stability_q_y
+        self.stability_floor = stability_floor
         self.random_state = random_state
         self.min_source_rows = min_source_rows
         self.target_rows = target_rows
@@ -311,7 +320,8 @@ class CircuitLasso(BaseEstimator):
             raise ValueError(f"unknown target_rows {self.target_rows!r}; valid choices: {TARGET_ROWS}")
         if self.target_rows == "reachable" and self.alpha is None and self.selection not in ("bic", "ebic"):
             raise ValueError(f"target_rows='reachable' needs selection in ('bic', 'ebic') or a fixed alpha "
-                             f"(it refits each target around its selected drivers), got selection={self.selection!r}")
+                             f"(it refits each target around its selected drivers), got selection={self.selection!r}; "
+                             f"pass selection='ebic' with target_rows='reachable'")
         if self.selection == "stability":
             pi = number("stability_pi", self.stability_pi, lo=-math.inf)
             if not 0.5 < pi <= 1.0:
@@ -321,8 +331,7 @@ class CircuitLasso(BaseEstimator):
             integer("stability_q", self.stability_q, lo=1)
             if self.stability_q_y is not None:
                 integer("stability_q_y", self.stability_q_y, lo=1)
-            if self.alpha is not None:
-                raise ValueError(f"selection='stability' needs a path: leave alpha=None, got alpha={self.alpha!r}")
+            number("stability_floor", self.stability_floor, lo=0.0, inclusive=True)
 
     # -- design ----------------------------------------------------------------------------------------
     def _layout_components(self, acts: Activations, *, has_y: bool = False) -> tuple[Layout, Any]:
@@ -462,7 +471,8 @@ class CircuitLasso(BaseEstimator):
             warnings.warn(f"{len(self.collinear_sources_)} group(s) of sources are exactly collinear after "
                           f"standardisation (e.g. {shown}); which of them a Lasso picks as the parent is arbitrary "
                           "(solvers may disagree). All groups are in collinear_sources_.", UserWarning, stacklevel=2)
-        msr = self.min_source_rows if self.min_source_rows is not None else (5 if self.selection == "stability" else 0)
+        stab_rule = self.selection == "stability" and self.alpha is None
+        msr = self.min_source_rows if self.min_source_rows is not None else (5 if stab_rule else 0)
         if msr > 0:
             src_ok = np.asarray((design != 0).sum(axis=0)).ravel() >= msr
         else:
@@ -576,7 +586,7 @@ class CircuitLasso(BaseEstimator):
             stab = stability_probabilities(self, design, problems, alphas, solver_name=solver_name,
                                            q=self.stability_q, n_pairs=self.stability_b, pi_thr=self.stability_pi,
                                            random_state=self.random_state, n_jobs=self.n_jobs, y_problem=y_problem,
-                                           q_y=self.stability_q_y)
+                                           q_y=self.stability_q_y, floor=self.stability_floor)
             self.stability_ = stab
             t_fit += time.perf_counter() - t_stab
         self.alphas_ = np.asarray(alphas)
@@ -671,6 +681,7 @@ class CircuitLasso(BaseEstimator):
         if stab is not None:
             meta.update({"pi_thr": float(self.stability_pi), "q": int(self.stability_q), "q_y": stab.q_y,
                          "n_subsamples": len(stab.halves), "n_pairs": int(self.stability_b),
+                         "stability_floor": float(self.stability_floor),
                          "expected_false_edges_bound": stab.bound,
                          "random_state": self.random_state})
         self.circuit_ = Circuit(nodes, edges, path, meta)

@@ -12,9 +12,18 @@ Procedure (``CircuitLasso(selection="stability")``):
    entry index is ``<= k*``, with ``k*`` the last grid point at which at most ``q`` sources have entered.
    Sources entering together at one grid point are taken all or none, so ``|S_q| <= q`` always (possibly
    fewer than ``q``: the grid is coarse).
-   A prediction target ``y`` (``fit(X, y)``) is one more target per half, fitted on every candidate column
-   with the full fit's L1 least squares or L1 logistic model, with its own ``q_y`` (``stability_q_y``; by
-   default the largest ``q_y`` whose bound term below is at most 1, :func:`default_q_y`).
+   **Noise floor** (the scaled-Lasso level, Sun & Zhang 2012). A source entering at grid point ``k`` counts
+   only while ``alpha_k >= floor * sigma_k * sqrt(2 log p / n_half)``, with ``sigma_k = ||r_k|| / sqrt(n_half)``
+   the residual scale of the half's Lasso fit at ``alpha_k``, ``p`` the target's candidate parents and
+   ``floor`` ``CircuitLasso.stability_floor`` (default 1); the path is cut at the first point below it.
+   Every column and linear target is standardised, so a source enters at ``alpha = |X_j' r| / n``, and
+   ``sigma sqrt(2 log p / n)`` is the size that the largest ``|correlation|`` of ``p`` pure-noise sources with
+   a residual of scale ``sigma`` reaches: below it, sources enter by noise. Without the floor, a target with
+   few candidates (``p <= q``, as at component level) would select, in every half, every source that enters
+   anywhere on the grid, pure noise included. For a target its parents explain well, ``sigma_k`` is small
+   and the floor is low, so weak true parents still count. Restricting the regularisation region this way
+   only shrinks ``S_q``, so the bound below still holds. A logistic prediction target has no floor (its
+   alpha is on the scale of the logistic loss's gradient).
 4. The selection probability of (target ``t``, source ``s``) is ``pi_hat = #{halves with s in S_q(t)} / 2B``;
    an edge is kept when ``pi_hat >= pi_thr``.
 
@@ -92,12 +101,23 @@ def first_q(entry: np.ndarray, q: int) -> np.ndarray:
 
 def _entry_index(coefs: list[sp.csr_matrix]) -> sp.csr_matrix:
     """CSR with entry ``k + 1`` at the first grid index ``k`` where each coefficient is nonzero."""
-    entry = None
-    for k in range(len(coefs) - 1, -1, -1):  # earlier (larger) alphas overwrite
-        nz = sp.csr_matrix(coefs[k] != 0, dtype=np.float64)
-        lvl = nz * float(k + 1)
-        entry = lvl if entry is None else entry - entry.multiply(nz) + lvl
-    return sp.csr_matrix(entry)
+    shape = coefs[0].shape
+    rows, cols, lvl = [], [], []
+    for k, c in enumerate(coefs):
+        c = c.tocoo()
+        nz = c.data != 0
+        rows.append(c.row[nz])
+        cols.append(c.col[nz])
+        lvl.append(np.full(int(nz.sum()), k + 1, dtype=np.float64))
+    r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(lvl)
+    if r.size == 0:
+        return sp.csr_matrix(shape, dtype=np.float64)
+    key = r.astype(np.int64) * shape[1] + c
+    order = np.lexsort((v, key))  # by pair, then by grid index: the first of each pair is its entry
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    o = order[first]
+    return sp.csr_matrix((v[o], (r[o], c[o])), shape=shape)
 
 
 def half_solver(solver_name: str, q: int):
@@ -114,6 +134,30 @@ def half_solver(solver_name: str, q: int):
 
         return CelerSolver(stop_entered=int(q))
     return get_solver(solver_name)
+
+
+def floor_index(rss: np.ndarray, alphas: np.ndarray, floor: float, n_candidates: int, n_rows: int) -> np.ndarray:
+    """Per target, the last grid index a half's path is followed to (module docstring, step 3): the point
+    before the first ``k`` with ``alpha_k < floor * sqrt(rss_k / n) * sqrt(2 log p / n)`` (``p`` at least 2).
+    ``rss``: ``[n_alphas, n_targets]`` residual sums of squares (NaN past a stopped path: a cut).
+    ``-1``: not even the first point; ``n_alphas - 1`` for ``floor == 0``."""
+    n_alphas = len(alphas)
+    if floor <= 0:
+        return np.full(rss.shape[1], n_alphas - 1, dtype=np.int64)
+    lam0 = np.sqrt(2.0 * np.log(max(int(n_candidates), 2)) / n_rows)
+    with np.errstate(invalid="ignore"):
+        ok = np.asarray(alphas)[:, None] >= floor * lam0 * np.sqrt(np.maximum(rss, 0.0) / n_rows)
+    bad = ~ok  # NaN compares False: a cut
+    return np.where(bad.any(axis=0), bad.argmax(axis=0), n_alphas).astype(np.int64) - 1
+
+
+def _floored_entry(res, alphas, floor: float, n_candidates: int, n_rows: int) -> np.ndarray:
+    """``[n_targets, n_sources]`` entry grid indices (-1: never) of a half's path, with entries past each
+    target's :func:`floor_index` removed."""
+    ent = _entry_index(res.coefs).toarray().astype(np.int64) - 1
+    kmax = floor_index(np.asarray(res.rss, dtype=np.float64), alphas, floor, n_candidates, n_rows)
+    ent[ent > kmax[:, None]] = -1
+    return ent
 
 
 def _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, q):
@@ -137,7 +181,8 @@ def _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, q):
             return empty
         res = get_solver("logistic").path(Xs[:, sc], Ys, alphas, offset=None if offset is None else offset[sc],
                                           tol=est.tol)
-    ent = _entry_index(res.coefs).toarray().astype(np.int64) - 1
+    floor = y_problem["floor"] if y_problem["kind"] == "linear" else 0.0
+    ent = _floored_entry(res, alphas, floor, sc.size, len(rows))
     ts, ss = [], []
     for j in np.flatnonzero(ok):
         m = np.flatnonzero(first_q(ent[j], q))
@@ -146,7 +191,7 @@ def _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, q):
     return (np.concatenate(ts), np.concatenate(ss)) if ts else empty
 
 
-def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=None):
+def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=None, floor=0.0):
     """Selected (target column, source column) pairs on one half (arrays of column indices), and the same for
     the prediction target(s) when ``y_problem`` is given (``(y index, source column)``)."""
     D = design[rows]
@@ -163,7 +208,7 @@ def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=Non
         Yp = est._target_block(D, tcols, mean, safe)
         res = solver.path(Xs[:, sc], Yp, alphas, offset=None if offset is None else offset[sc], tol=est.tol,
                           max_iter=est.max_iter, n_jobs=1)
-        ent = _entry_index(res.coefs).toarray().astype(np.int64) - 1   # [n_targets, n_sources], -1 = never
+        ent = _floored_entry(res, alphas, floor, sc.size, len(rows))   # [n_targets, n_sources], -1 = never
         for j in range(len(tcols)):
             if not live[tcols[j]]:
                 continue
@@ -187,22 +232,22 @@ def default_q_y(q: int, n_candidates: int, pi_thr: float) -> int:
 
 def stability_probabilities(est, design, problems, alphas, *, solver_name: str, q: int, n_pairs: int, pi_thr: float,
                             random_state=None, n_jobs: int = 1, y_problem: dict | None = None,
-                            q_y: int | None = None) -> StabilityResult:
+                            q_y: int | None = None, floor: float = 0.0) -> StabilityResult:
     """Selection probabilities over ``2 * n_pairs`` complementary halves (module docstring). ``est`` is the
     :class:`~circuitkit.fit.lasso.CircuitLasso` whose standardisation and target blocks are reused;
     ``problems`` its ``(target columns, candidate source columns)`` list; ``alphas`` the full-data grid;
     ``y_problem`` the prediction target(s): ``{"kind": "linear", "Y": [n, n_y]}`` or ``{"kind": "logistic",
     "Ys": [arrays]}``, with ``"cols"`` their candidate source columns; ``q_y`` their ``q`` (``None``:
-    :func:`default_q_y`)."""
+    :func:`default_q_y`); ``floor`` the noise-floor multiplier (module docstring, step 3; 0: off)."""
     n_rows, n_cols = design.shape
     halves = complementary_halves(n_rows, n_pairs, random_state)
     if sp.issparse(design):
         design = sp.csr_matrix(design)
     if y_problem is not None:
         q_y = default_q_y(q, len(y_problem["cols"]), pi_thr) if q_y is None else int(q_y)
-        y_problem = {**y_problem, "q": q_y}
-    outs = Parallel(n_jobs=n_jobs)(delayed(_fit_half)(est, design, h, problems, alphas, solver_name, q, y_problem)
-                                   for h in halves)
+        y_problem = {**y_problem, "q": q_y, "floor": float(floor)}
+    outs = Parallel(n_jobs=n_jobs)(delayed(_fit_half)(est, design, h, problems, np.asarray(alphas), solver_name, q,
+                                                      y_problem, float(floor)) for h in halves)
     t = np.concatenate([o[0] for o in outs]) if outs else np.empty(0, np.int64)
     s = np.concatenate([o[1] for o in outs]) if outs else np.empty(0, np.int64)
     prob = sp.csr_matrix((np.full(t.size, 1.0 / len(halves)), (t, s)), shape=(n_cols, n_cols))
@@ -222,4 +267,5 @@ def stability_probabilities(est, design, problems, alphas, *, solver_name: str, 
     return StabilityResult(prob, halves, n_cand, bound, y_prob, None if y_problem is None else y_problem["q"])
 
 
-__all__ = ["StabilityResult", "complementary_halves", "default_q_y", "first_q", "half_solver", "stability_probabilities"]
+__all__ = ["StabilityResult", "complementary_halves", "default_q_y", "first_q", "floor_index", "half_solver",
+           "stability_probabilities"]

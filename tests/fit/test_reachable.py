@@ -12,7 +12,7 @@ from circuitkit.features import Features
 from circuitkit.fit.lasso import CircuitLasso
 from circuitkit.fit.reachable import nonnegative_columns, reachable_rows
 
-KW = {"include_errors": False, "progress": False, "n_alphas": 16}
+KW = {"include_errors": False, "progress": False, "n_alphas": 16, "selection": "ebic"}  # reachable needs (E)BIC
 E1, E2, INH = "L0.resid_post/f0", "L0.resid_post/f1", "L0.resid_post/f2"
 
 
@@ -97,7 +97,10 @@ def test_rows_helpers_agree_between_sparse_and_dense():
 def test_bad_target_rows_are_named(kw, msg):
     _, _, f = inhibited(0, n=200)
     with pytest.raises(ValueError, match=msg):
-        CircuitLasso(**KW, **kw).fit(f)
+        CircuitLasso(**{**KW, **kw}).fit(f)
+    if kw.get("selection") == "stability":  # the default selection: the message says what to pass
+        with pytest.raises(ValueError, match="pass selection='ebic' with target_rows='reachable'"):
+            CircuitLasso(target_rows="reachable").fit(f)
 
 
 def test_default_is_unchanged_and_fixed_alpha_works():

@@ -25,6 +25,18 @@ def _ids(names):
 KW = {"include_errors": False, "progress": False, "n_alphas": 10}
 
 
+def _floored(nz, X, y, coefs, alphas, p):
+    """The noise floor of the reference (stability module docstring, step 3): grid points from the first one with
+    alpha_k < sigma_k sqrt(2 log p / n), sigma_k = ||y - X w_k|| / sqrt(n), count no entrants."""
+    n = len(y)
+    sigma = np.sqrt(((y[:, None] - X @ coefs) ** 2).sum(0) / n)
+    below = alphas < sigma * np.sqrt(2 * np.log(p) / n)
+    cut = int(np.argmax(below)) if below.any() else len(alphas)
+    out = nz.copy()
+    out[:, cut:] = False
+    return out
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_false_edges_within_bound_and_recall_on_planted_data(seed):
     Zs, Zt, A = scale.make_pair(120, 1500, seed=seed)
@@ -58,19 +70,22 @@ def test_probabilities_equal_sklearn_lasso_path_reference():
     P = est.stability_.probability.toarray()[d:, :d]           # targets L1 columns, sources L0 columns
     alphas = est.alphas_
     ref = np.zeros((d, d))
+    n_cut = 0  # (half, target) paths the floor cuts short of the grid's end with an entrant lost
     for h in est.stability_.halves:
         Xh, Yh = X[h], Y[h]
         Xh = (Xh - Xh.mean(0)) / Xh.std(0)
         Yh = (Yh - Yh.mean(0)) / Yh.std(0)
         for j in range(d):
             _, coefs, _ = lasso_path(Xh, Yh[:, j], alphas=alphas, tol=1e-12, max_iter=100_000)
-            nz = coefs != 0                                        # [d, n_alphas] (sklearn keeps our order)
+            nz = _floored(coefs != 0, Xh, Yh[:, j], coefs, alphas, d)   # [d, n_alphas] (sklearn keeps our order)
+            n_cut += int(nz.any(1).sum() < (coefs != 0).any(1).sum())
             entry = np.where(nz.any(1), nz.argmax(1), -1)
             kstar = max((k for k in range(len(alphas)) if ((entry >= 0) & (entry <= k)).sum() <= q), default=-1)
             ref[j] += (entry >= 0) & (entry <= kstar)
     ref /= len(est.stability_.halves)
     np.testing.assert_allclose(P, ref, atol=1e-12)
     assert P[1, 0] == 1.0 and P[3, 2] == 1.0
+    assert n_cut > 0  # the floor binds here, so the comparison checks it
 
 
 @pytest.mark.parametrize("q_y", [None, 5])
@@ -97,7 +112,7 @@ def test_prediction_target_probabilities_equal_sklearn_reference(q_y):
         Xh = (Xall[h] - Xall[h].mean(0)) / Xall[h].std(0)
         yh = (y[h] - y[h].mean()) / y[h].std()
         _, coefs, _ = lasso_path(Xh, yh, alphas=est.alphas_, tol=1e-12, max_iter=100_000)
-        nz = coefs != 0
+        nz = _floored(coefs != 0, Xh, yh, coefs, est.alphas_, 2 * d)
         entry = np.where(nz.any(1), nz.argmax(1), -1)
         kstar = max((k for k in range(len(est.alphas_)) if ((entry >= 0) & (entry <= k)).sum() <= qy), default=-1)
         ref += (entry >= 0) & (entry <= kstar)
@@ -118,12 +133,44 @@ def test_prediction_target_probabilities_equal_sklearn_reference(q_y):
     ({"stability_q": 0}, "stability_q must be an int >= 1, got 0"),
     ({"stability_q_y": 0}, "stability_q_y must be an int >= 1, got 0"),
     ({"min_source_rows": -1}, "min_source_rows must be an int >= 0, got -1"),
-    ({"alpha": 0.1}, "needs a path"),
 ])
 def test_bad_inputs_are_named(kw, msg):
     Zs, Zt, _ = scale.make_pair(20, 100, seed=0)
     with pytest.raises(ValueError, match=msg):
         CircuitLasso(selection="stability", **KW, **kw).fit(_features(Zs, Zt))
+
+
+def test_noise_floor_keeps_a_pure_noise_site_out_of_a_small_component_graph():
+    """At component level a target has few candidate columns (here 4 <= q = 5): without the floor every source
+    that enters anywhere on the grid is among the first q in every half, so the pure-noise head L0.H1 gets an
+    edge from embed with probability 1. With the default floor its noise correlations (~0.06 in 300 rows) stay
+    below sigma * sqrt(2 log 4 / 300) (sigma ~ 1: nothing explains the head) = 0.096, and the planted graph is
+    recovered exactly."""
+    from tests.fit.test_lasso import PLANTED, edge_set, planted_acts
+
+    acts = planted_acts()
+    off = CircuitLasso(progress=False, stability_floor=0.0).fit(acts).circuit_
+    on = CircuitLasso(progress=False).fit(acts).circuit_
+    assert ("embed", "L0.H1") in edge_set(off) and PLANTED <= edge_set(off)
+    assert edge_set(on) == PLANTED and on.meta["stability_floor"] == 1.0
+    with pytest.raises(ValueError, match="stability_floor must be a finite number >= 0.0, got -1"):
+        CircuitLasso(stability_floor=-1).fit(acts)
+
+
+def test_stability_is_the_default_and_a_fixed_alpha_overrides_it():
+    Zs, Zt, _ = scale.make_pair(30, 400, seed=0)
+    feats = _features(Zs, Zt)
+    est = CircuitLasso(stability_b=3, stability_q=3, **KW).fit(feats)
+    assert CircuitLasso().selection == "stability"
+    assert est.circuit_.meta["selection"] == "stability"
+    assert "expected_false_edges_bound" in est.circuit_.meta
+    assert est.circuit_.n_edges > 0 and est.circuit_.edges["probability"].between(0.6 - 1e-9, 1.0).all()
+    # a fixed alpha: nothing to select, and the stability-only source filter is off (same fit as with eBIC)
+    fixed = CircuitLasso(alpha=0.05, **KW).fit(feats)
+    ref = CircuitLasso(alpha=0.05, selection="ebic", **KW).fit(feats)
+    assert fixed.circuit_.meta["selection"] == "fixed"
+    assert "probability" not in fixed.circuit_.edges.columns
+    assert (fixed.coef_ != ref.coef_).nnz == 0 and fixed.coef_.nnz > 0
 
 
 def test_save_load_keeps_probabilities(tmp_path):
