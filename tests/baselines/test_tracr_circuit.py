@@ -54,9 +54,17 @@ def test_circuitlasso_ranks_true_edges_above_false_ones(name):
     auroc = roc_auc_score([e in true for e in cands], [best.get(e, 0.0) for e in cands])
     # measured on these seeds: dyck1 0.91, detect_abc 0.99, count_less_freq 0.93 (chance is 0.5)
     assert auroc > 0.85, f"{name}: AUROC {auroc:.3f}"
-    selected = set(zip(circuit.edges["source"], circuit.edges["target"]))
-    recall = len(selected & true) / len(true)
-    assert recall >= 0.9, f"{name}: the selected circuit recovers only {recall:.0%} of the true edges"
+    # the default (stability) circuit: no more false edges than the denser eBIC circuit, most true edges, and
+    # eBIC's recall as before. Measured with 400 inputs, seed 0 (dyck1, detect_abc, count_less_freq): stability
+    # recall 0.83 / 1.0 / 1.0 with 11 / 2 / 2 false edges; eBIC recall 0.96 / 1.0 / 1.0 with 23 / 3 / 2
+    ebic = ck.CircuitLasso(progress=False, selection="ebic").fit(acts).circuit_
+    for c, min_recall in ((circuit, 0.8), (ebic, 0.9)):
+        selected = set(zip(c.edges["source"], c.edges["target"]))
+        recall = len(selected & true) / len(true)
+        assert recall >= min_recall, (f"{name}: the {c.meta['selection']} circuit recovers only {recall:.0%} of "
+                                      "the true edges")
+    false = {c.meta["selection"]: len(set(zip(c.edges["source"], c.edges["target"])) - true) for c in (circuit, ebic)}
+    assert false["stability"] <= false["ebic"], f"{name}: {false}"
 
 
 def test_capture_and_discover_share_the_bos_rule():
