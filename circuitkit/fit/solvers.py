@@ -69,6 +69,7 @@ class Solver(Protocol):
 _SOLVERS: dict[str, Callable[[], Solver]] = {}
 #: Solvers that live in their own modules and register on first use (heavy imports stay lazy).
 _LAZY_SOLVERS = {"celer": "circuitkit.fit.celer_solver", "fast": "circuitkit.fit.fast",
+                 "dense": "circuitkit.fit.dense",
                  "torch": "circuitkit.fit.gpu", "dask": "circuitkit.fit.distributed",
                  "logistic": "circuitkit.fit.logistic"}
 
