@@ -16,7 +16,7 @@ from .solvers import PathResult, register_solver
 
 logger = logging.getLogger(__name__)
 
-_KERNEL_NAMES = ["_k_ws_gap", "_k_cd"]
+_KERNEL_NAMES = ["_k_ws_gap", "_k_cd", "_k_factor_to", "_k_chol_solve", "_k_newton", "_k_relaxed"]
 _COMPILED = False
 
 
@@ -28,7 +28,7 @@ def _kernels():
 
         g = globals()
         for nm in _KERNEL_NAMES:
-            g[nm] = njit(cache=True)(g[nm])
+            g[nm] = njit(cache=True, fastmath={"reassoc", "contract"})(g[nm])
         _COMPILED = True
     return globals()["_k_cd"]
 
@@ -89,38 +89,186 @@ def _k_cd(G, c, w, qv, m, alpha, n, yty, tol_abs, max_epochs, stable):
     return max_epochs, gap, False
 
 
+def _k_factor_to(G, m, act, L, order, nord, inf, dmax):
+    """Make ``(L, order[:nord[0]])`` the Cholesky factor of the Gram of the features with ``act[a]``: keep the
+    leading part of the current factor whose features are all active (a leading block of a Cholesky factor
+    is the factor of the leading block), then append a row per other active feature (``O(s^2)`` each).
+    ``L`` is row-major: row ``r`` holds ``L[r, :r + 1]``. Returns ``False`` when a pivot falls below
+    ``1e-10 * dmax`` (near-singular Gram; the factor keeps its valid rows)."""
+    keep = 0
+    while keep < nord[0] and act[order[keep]]:
+        keep += 1
+    nord[0] = keep
+    for j in range(keep):
+        inf[order[j]] = True
+    ok = True
+    for f in range(m):
+        if not act[f] or inf[f]:
+            continue
+        r = nord[0]
+        for j in range(r):
+            acc = G[f, order[j]]
+            for k in range(j):
+                acc -= L[r, k] * L[j, k]
+            L[r, j] = acc / L[j, j]
+        d = G[f, f]
+        for k in range(r):
+            d -= L[r, k] * L[r, k]
+        if d <= 1e-10 * dmax:
+            ok = False
+            break
+        L[r, r] = np.sqrt(d)
+        order[r] = f
+        nord[0] = r + 1
+        inf[f] = True
+    for f in range(m):
+        inf[f] = False
+    return ok
+
+
+def _k_chol_solve(L, s, b, x):
+    """``x = (L L')^-1 b`` for the leading ``s x s`` factor (``x`` may alias nothing)."""
+    for i in range(s):
+        acc = b[i]
+        for k in range(i):
+            acc -= L[i, k] * x[k]
+        x[i] = acc / L[i, i]
+    for i in range(s - 1, -1, -1):
+        acc = x[i]
+        for k in range(i + 1, s):
+            acc -= L[k, i] * x[k]
+        x[i] = acc / L[i, i]
+
+
+def _k_newton(G, c, w, qv, m, alpha, n, max_newton, L, order, nord, inf, act, sgn, wt, qt, b, x):
+    """Active-set Newton (primal-dual active set) on the working-set problem from the current ``w``: the
+    support and signs are read off ``z = w + g / h`` (``g = c - qv / n`` the gradient, ``h = diag(G) / n``: the
+    coordinate-descent rule applied to every feature at once), the problem is solved exactly on that sign
+    pattern, ``w_S = G_SS^-1 n (c_S - alpha s)`` (Cholesky factor kept across calls, :func:`_k_factor_to`),
+    and this repeats until the pattern no longer changes: then the KKT conditions of the working-set problem
+    hold exactly and ``w``, ``qv`` are replaced (returns ``True``). Otherwise ``w`` is left unchanged."""
+    dmax = 0.0
+    for a in range(m):
+        dmax = max(dmax, G[a, a])
+    for a in range(m):
+        wt[a] = w[a]
+        qt[a] = qv[a]
+    for it in range(max_newton):
+        same = it > 0
+        ns = 0
+        for a in range(m):
+            h = G[a, a] / n
+            na = False
+            sa = 0.0
+            if h > 0.0:
+                z = wt[a] + (c[a] - qt[a] / n) / h
+                if abs(z) * h > alpha:
+                    na = True
+                    sa = 1.0 if z > 0 else -1.0
+            if na != act[a] or sa != sgn[a]:
+                same = False
+            act[a] = na
+            sgn[a] = sa
+            if na:
+                ns += 1
+        if same:
+            for a in range(m):
+                if act[a] and (wt[a] > 0) != (sgn[a] > 0):
+                    return False
+            for a in range(m):
+                w[a] = wt[a]
+                qv[a] = qt[a]
+            return True
+        if ns == 0 or ns >= n:
+            return False
+        if not _k_factor_to(G, m, act, L, order, nord, inf, dmax):
+            return False
+        s = nord[0]
+        for j in range(s):
+            f = order[j]
+            b[j] = n * (c[f] - alpha * sgn[f])
+        _k_chol_solve(L, s, b, x)
+        for a in range(m):
+            wt[a] = 0.0
+            qt[a] = 0.0
+        for j in range(s):
+            f = order[j]
+            wt[f] = x[j]
+            xj = x[j]
+            for a in range(m):
+                qt[a] += G[f, a] * xj
+    return False
+
+
+def _k_relaxed(G, c, w, m, yty, n, L, order, nord, inf, act, b, x):
+    """RSS of the OLS refit on the support of ``w``: ``y'y - ||L^-1 b||^2`` with ``b = n c_S`` and ``L L'`` the
+    support's Gram. Returns ``-1`` when that Gram is (near) singular (the caller falls back to least squares)."""
+    dmax = 0.0
+    for a in range(m):
+        act[a] = w[a] != 0.0
+        dmax = max(dmax, G[a, a])
+    if not _k_factor_to(G, m, act, L, order, nord, inf, dmax):
+        return -1.0
+    s = nord[0]
+    val = yty
+    for i in range(s):
+        acc = n * c[order[i]]
+        for k in range(i):
+            acc -= L[i, k] * x[k]
+        x[i] = acc / L[i, i]
+        val -= x[i] * x[i]
+    return max(val, 0.0)
+
+
 # -- one target's working set ---------------------------------------------------------------------------
 
 
 class _WorkingSet:
-    """The working set of one target: feature indices, their columns, their Gram matrix, the coefficients."""
+    """The working set of one target: feature indices, their columns, their Gram matrix, the coefficients,
+    and the Cholesky factor of the Gram of the last exact solve's support (with the kernels' scratch space)."""
 
-    __slots__ = ("G", "Xw", "c", "factor", "idx", "m", "qv", "w")
+    _VEC = ("c", "w", "qv", "sgn", "wt", "qt", "b", "x")
 
     def __init__(self, n: int, cap: int = 64) -> None:
         self.idx = np.empty(cap, dtype=np.int64)
         self.Xw = np.empty((n, cap), order="F")
         self.G = np.zeros((cap, cap))
-        self.c = np.zeros(cap)
-        self.w = np.zeros(cap)
-        self.qv = np.zeros(cap)
+        self.L = np.zeros((cap, cap))
+        self.order = np.zeros(cap, dtype=np.int64)
+        self.nord = np.zeros(1, dtype=np.int64)
+        self.inf = np.zeros(cap, dtype=np.bool_)
+        self.act = np.zeros(cap, dtype=np.bool_)
+        for nm in self._VEC:
+            setattr(self, nm, np.zeros(cap))
         self.m = 0
-        self.factor = None  # (support, Cholesky factor of its Gram) from the last exact solve
+
+    def _grow(self, need: int) -> None:
+        cap0, m = self.idx.shape[0], self.m
+        cap = max(need, 2 * cap0)
+        idx = np.empty(cap, dtype=np.int64)
+        idx[:m] = self.idx[:m]
+        Xw = np.empty((self.Xw.shape[0], cap), order="F")
+        Xw[:, :m] = self.Xw[:, :m]
+        G = np.zeros((cap, cap))
+        G[:m, :m] = self.G[:m, :m]
+        L = np.zeros((cap, cap))
+        k = int(self.nord[0])
+        L[:k, :k] = self.L[:k, :k]
+        order = np.zeros(cap, dtype=np.int64)
+        order[:k] = self.order[:k]
+        self.idx, self.Xw, self.G, self.L, self.order = idx, Xw, G, L, order
+        self.inf = np.zeros(cap, dtype=np.bool_)
+        self.act = np.zeros(cap, dtype=np.bool_)
+        for nm in self._VEC:
+            v = np.zeros(cap)
+            v[:m] = getattr(self, nm)[:m]
+            setattr(self, nm, v)
 
     def add(self, X: np.ndarray, cfull: np.ndarray, new: np.ndarray) -> None:
         """Append the features ``new``: their columns, Gram rows/columns, ``c`` entries (``w = 0``)."""
         a, m = len(new), self.m
         if m + a > self.idx.shape[0]:
-            cap = max(m + a, 2 * self.idx.shape[0])
-            idx = np.empty(cap, dtype=np.int64)
-            idx[:m] = self.idx[:m]
-            Xw = np.empty((X.shape[0], cap), order="F")
-            Xw[:, :m] = self.Xw[:, :m]
-            G = np.zeros((cap, cap))
-            G[:m, :m] = self.G[:m, :m]
-            c, w, qv = np.zeros(cap), np.zeros(cap), np.zeros(cap)
-            c[:m], w[:m], qv[:m] = self.c[:m], self.w[:m], self.qv[:m]
-            self.idx, self.Xw, self.G, self.c, self.w, self.qv = idx, Xw, G, c, w, qv
+            self._grow(m + a)
         Xn = X[:, new]
         cross = self.Xw[:, :m].T @ Xn
         self.G[:m, m:m + a] = cross
@@ -133,74 +281,25 @@ class _WorkingSet:
         self.qv[m:m + a] = cross.T @ self.w[:m]
         self.m = m + a
 
+    def newton(self, alpha: float, n: float, max_newton: int) -> bool:
+        """:func:`_k_newton` on this working set."""
+        return _k_newton(self.G, self.c, self.w, self.qv, self.m, alpha, n, max_newton, self.L, self.order,
+                         self.nord, self.inf, self.act, self.sgn, self.wt, self.qt, self.b, self.x)
 
-def _exact_solve(ws: _WorkingSet, alpha: float, n: float, max_newton: int) -> bool:
-    """Active-set Newton (primal-dual active set) on the working-set problem from the current ``w``: the
-    support and signs are read off ``z = w + g / h`` (``g`` the gradient, ``h = diag(G) / n``; the coordinate
-    descent rule applied to every feature at once), the problem is solved exactly on that sign pattern,
-    ``w_S = G_SS^-1 n (c_S - alpha s)`` (Cholesky of the support's Gram), and this repeats until the pattern
-    no longer changes -- then the KKT conditions of the working-set problem hold exactly. Accepted (``w``,
-    ``qv`` replaced) only then; after ``max_newton`` steps without that, ``w`` is left unchanged."""
-    from scipy.linalg import lapack
-
-    m = ws.m
-    G, c = ws.G[:m, :m], ws.c[:m]
-    h = np.diag(G) / n
-    ok = h > 0
-    w = ws.w[:m].copy()
-    qv = ws.qv[:m].copy()
-    g = c - qv / n
-    S_prev = None
-    for _ in range(max_newton):
-        z = np.where(ok, w + g / np.where(ok, h, 1.0), 0.0)
-        act = ok & (np.abs(z) * h > alpha)
-        S = np.flatnonzero(act)
-        s = np.sign(z[S])
-        if S_prev is not None and np.array_equal(S, S_prev[0]) and np.array_equal(s, S_prev[1]):
-            if np.all(np.sign(w[S]) == s):
-                ws.w[:m] = w
-                ws.qv[:m] = qv
-                return True
-            return False
-        if S.size == 0 or S.size >= n:
-            return False
-        L, info = lapack.dpotrf(G[S][:, S], lower=1, clean=1, overwrite_a=1)
-        if info != 0:
-            return False
-        x, info = lapack.dpotrs(L, n * (c[S] - alpha * s), lower=1)
-        if info != 0:
-            return False
-        w = np.zeros(m)
-        w[S] = x
-        qv = G @ w
-        g = c - qv / n
-        ws.factor = (S, L)
-        S_prev = (S, s)
-    return False
-
-
-def _relaxed(ws: _WorkingSet, S: np.ndarray, yty: float, n: float) -> float:
-    """RSS of the OLS refit on the working-set features ``S`` (normal equations: ``y'y - b' G_SS^-1 b`` with
-    ``b = X_S' y``); a (near-)singular Gram falls back to the minimum-norm least-squares solve."""
-    from scipy.linalg import lapack
-
-    if S.size == 0:
-        return yty
-    if S.size >= n - 1:
-        return 0.0
-    b = n * ws.c[S]
-    if ws.factor is not None and np.array_equal(ws.factor[0], S):
-        L, info = ws.factor[1], 0
-    else:
-        A = ws.G[S][:, S]
-        L, info = lapack.dpotrf(A, lower=1, clean=1)
-        if info == 0 and np.min(np.abs(np.diag(L))) ** 2 <= 1e-10 * np.max(np.diag(A)):
-            info = 1
-    if info == 0:
-        z, _ = lapack.dtrtrs(L, b, lower=1)
-        return float(max(yty - z @ z, 0.0))
-    coef = np.linalg.lstsq(ws.G[S][:, S], b, rcond=None)[0]
-    return float(max(yty - b @ coef, 0.0))
+    def relaxed(self, S: np.ndarray, yty: float, n: float) -> float:
+        """RSS of the OLS refit on the working-set features ``S`` (the support of ``w``): normal equations on the
+        support's Cholesky factor; a (near-)singular Gram falls back to the minimum-norm least-squares solve."""
+        if S.size == 0:
+            return yty
+        if S.size >= n - 1:
+            return 0.0
+        val = _k_relaxed(self.G, self.c, self.w, self.m, yty, n, self.L, self.order, self.nord, self.inf,
+                         self.act, self.b, self.x)
+        if val >= 0.0:
+            return float(val)
+        b = n * self.c[S]
+        coef = np.linalg.lstsq(self.G[S][:, S], b, rcond=None)[0]
+        return float(max(yty - b @ coef, 0.0))
 
 
 # -- the path over one chunk of targets ----------------------------------------------------------------
@@ -214,7 +313,9 @@ class DenseConfig:
     exact_every: every this many epochs, try the exact solve on the current sign pattern (``0``: never).
     max_newton: active-set Newton steps per exact-solve attempt.
     max_rounds: KKT rounds (working-set growths) per grid point.
-    max_add: features added to a target's working set per round (largest ``|gradient|`` first).
+    min_add, max_add: strong-rule candidates added to a target's working set at a grid point: twice the growth
+        of its support at the previous grid point, clipped to ``[min_add, max_add]`` (largest ``|gradient|``
+        first); KKT violators are added up to ``max_add`` per round.
     chunk_targets: targets per joblib task (``None``: about ``4 * n_jobs`` tasks).
     relaxed: compute ``info["relaxed_rss"]``; when ``False`` it holds the Lasso RSS.
     stop_entered: ``0`` fits the whole grid; ``q > 0`` stops a target's path at the first grid point where more
@@ -225,13 +326,14 @@ class DenseConfig:
     exact_every: int = 10
     max_newton: int = 8
     max_rounds: int = 100
+    min_add: int = 8
     max_add: int = 64
     chunk_targets: int | None = None
     relaxed: bool = True
     stop_entered: int = 0
 
     def __post_init__(self) -> None:
-        for name, lo in (("max_epochs", 1), ("exact_every", 0), ("max_newton", 1), ("max_rounds", 1), ("max_add", 1),
+        for name, lo in (("max_epochs", 1), ("exact_every", 0), ("max_newton", 1), ("max_rounds", 1), ("min_add", 1), ("max_add", 1),
                          ("stop_entered", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
@@ -257,7 +359,7 @@ def _solve_ws(ws: _WorkingSet, alpha: float, n: float, yty: float, tol_abs: floa
         if not quiet:
             break
         work[1] += 1
-        if _exact_solve(ws, alpha, n, cfg.max_newton):
+        if ws.newton(alpha, n, cfg.max_newton):
             work[2] += 1
             gap = _k_ws_gap(ws.c, ws.w, ws.qv, ws.m, alpha, n, yty)
             if gap <= tol_abs:
@@ -284,19 +386,21 @@ def _fit_chunk(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, tol: float, cfg
     nq, nA = Y.shape[1], len(alphas)
     yty = np.einsum("ij,ij->j", Y, Y)
     skipped = yty <= 1e-12 * n
-    C = X.T @ Y / n                      # [p, nq] correlations X'y / n
-    grad = C.copy()                      # gradients X'r / n at the current coefficients
-    cmax = np.abs(C).max(axis=0, initial=0.0)
+    C = np.ascontiguousarray((Y.T @ X) / n)   # [nq, p] correlations X'y / n (one row per target)
+    grad = C.copy()                           # gradients X'r / n at the current coefficients
+    cmax = np.abs(C).max(axis=1, initial=0.0)
     rss = np.zeros((nA, nq))
     gaps = np.zeros((nA, nq))
     rel = np.zeros((nA, nq))
     rss[:, skipped] = yty[skipped]
     rel[:, skipped] = yty[skipped]
-    sets = [_WorkingSet(n_rows) for _ in range(nq)]
-    inws = np.zeros((p, nq), dtype=bool)
+    sets = [_WorkingSet(n_rows, cap=min(p, 128)) for _ in range(nq)]
+    inws = np.zeros((nq, p), dtype=bool)
     stopped = skipped.copy()
     ever = [set() for _ in range(nq)]
     last_rel = [(None, 0.0)] * nq
+    n_sup = np.zeros(nq, dtype=np.int64)   # support size at the last grid point
+    grow = np.zeros(nq, dtype=np.int64)    # and how much it grew there
     work = np.zeros((nq, 6), dtype=np.int64)  # epochs, exact tries, exact accepted, KKT rounds, gradients, ws size
     T, K, J, V = [], [], [], []
     for k in range(nA):
@@ -307,15 +411,18 @@ def _fit_chunk(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, tol: float, cfg
         rel[k, empty] = yty[empty]
         tol_abs = tol * yty / n
         # strong rule: candidates outside the working set with |g_j| >= 2 alpha - alpha_prev
-        for t in live:
-            prev = min(float(alphas[k - 1]) if k > 0 else cmax[t], cmax[t])
-            g = np.abs(grad[:, t])
-            cand = np.flatnonzero((g >= 2.0 * alpha - prev) & ~inws[:, t])
-            if cand.size > cfg.max_add:
-                cand = cand[np.argsort(-g[cand], kind="stable")[:cfg.max_add]]
-            if cand.size:
-                sets[t].add(X, C[:, t], cand)
-                inws[cand, t] = True
+        if live.size:
+            prev = np.minimum(float(alphas[k - 1]) if k > 0 else cmax[live], cmax[live])
+            absg = np.abs(grad[live])
+            cand_mask = (absg >= (2.0 * alpha - prev)[:, None]) & ~inws[live]
+            for i in np.flatnonzero(cand_mask.any(axis=1)):
+                t = live[i]
+                cand = np.flatnonzero(cand_mask[i])
+                cap = min(cfg.max_add, max(cfg.min_add, 2 * int(grow[t])))
+                if cand.size > cap:
+                    cand = cand[np.argsort(-absg[i, cand], kind="stable")[:cap]]
+                sets[t].add(X, C[t], cand)
+                inws[t, cand] = True
         todo = live
         for _rnd in range(cfg.max_rounds if live.size else 0):
             for t in todo:
@@ -324,22 +431,22 @@ def _fit_chunk(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, tol: float, cfg
                     _solve_ws(ws, alpha, n, yty[t], tol_abs[t], cfg, work[t])
             # exact gradients of the targets just solved: one matmul
             R = Y[:, todo] - _fitted(sets, todo, n_rows)
-            grad[:, todo] = X.T @ R / n
+            grad[todo] = (R.T @ X) / n
             work[todo, 4] += 1
-            again = []
-            for t in todo:
-                g = np.abs(grad[:, t])
-                viol = np.flatnonzero((g > alpha) & ~inws[:, t])
-                if viol.size:
-                    work[t, 3] += 1
-                    if viol.size > cfg.max_add:
-                        viol = viol[np.argsort(-g[viol], kind="stable")[:cfg.max_add]]
-                    sets[t].add(X, C[:, t], viol)
-                    inws[viol, t] = True
-                    again.append(t)
-            if not again:
+            absg = np.abs(grad[todo])
+            viol_mask = (absg > alpha) & ~inws[todo]
+            again = np.flatnonzero(viol_mask.any(axis=1))
+            for i in again:
+                t = todo[i]
+                viol = np.flatnonzero(viol_mask[i])
+                work[t, 3] += 1
+                if viol.size > cfg.max_add:
+                    viol = viol[np.argsort(-absg[i, viol], kind="stable")[:cfg.max_add]]
+                sets[t].add(X, C[t], viol)
+                inws[t, viol] = True
+            if not again.size:
                 break
-            todo = np.asarray(again)
+            todo = todo[again]
         # record this grid point
         if live.size:
             Rl = Y[:, live] - _fitted(sets, live, n_rows)
@@ -350,12 +457,14 @@ def _fit_chunk(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, tol: float, cfg
             r = Rl[:, i]
             r2 = float(r @ r)
             ry = float(r @ Y[:, t])
-            gmax = float(np.abs(grad[:, t]).max())
+            gmax = float(np.abs(grad[t]).max())
             scale = min(1.0, alpha / gmax) if gmax > 0 else 1.0
             l1 = float(np.abs(w).sum())
             rss[k, t] = r2
             gaps[k, t] = r2 / (2 * n) + alpha * l1 - (scale * ry / n - scale * scale * r2 / (2 * n))
             S = np.flatnonzero(w)
+            grow[t] = max(S.size - n_sup[t], 0)
+            n_sup[t] = S.size
             T.append(np.full(S.size, t))
             K.append(np.full(S.size, k))
             J.append(ws.idx[S])
@@ -363,7 +472,7 @@ def _fit_chunk(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, tol: float, cfg
             if cfg.relaxed:
                 key = ws.idx[S]
                 if last_rel[t][0] is None or not np.array_equal(last_rel[t][0], key):
-                    last_rel[t] = (key, _relaxed(ws, S, float(yty[t]), n))
+                    last_rel[t] = (key, ws.relaxed(S, float(yty[t]), n))
                 rel[k, t] = last_rel[t][1]
             else:
                 rel[k, t] = r2
