@@ -16,7 +16,7 @@ from .solvers import PathResult, register_solver
 
 logger = logging.getLogger(__name__)
 
-_KERNEL_NAMES = ["_k_ws_gap", "_k_cd", "_k_factor_to", "_k_chol_solve", "_k_newton", "_k_relaxed"]
+_KERNEL_NAMES = ["_k_ws_gap", "_k_cd", "_k_factor_to", "_k_chol_solve", "_k_newton", "_k_relaxed", "_k_fitted"]
 _COMPILED = False
 
 
@@ -220,6 +220,15 @@ def _k_relaxed(G, c, w, m, yty, n, L, order, nord, inf, act, b, x):
     return max(val, 0.0)
 
 
+def _k_fitted(Xw, w, m, out, i):
+    """``out[:, i] = X_W w`` over the nonzero coefficients only."""
+    for a in range(m):
+        wa = w[a]
+        if wa != 0.0:
+            for r in range(Xw.shape[0]):
+                out[r, i] += Xw[r, a] * wa
+
+
 # -- one target's working set ---------------------------------------------------------------------------
 
 
@@ -323,11 +332,11 @@ class DenseConfig:
     """
 
     max_epochs: int = 10_000
-    exact_every: int = 10
+    exact_every: int = 2
     max_newton: int = 8
     max_rounds: int = 100
     min_add: int = 8
-    max_add: int = 64
+    max_add: int = 32
     chunk_targets: int | None = None
     relaxed: bool = True
     stop_entered: int = 0
@@ -373,8 +382,7 @@ def _fitted(sets: list[_WorkingSet], targets: np.ndarray, n_rows: int) -> np.nda
     out = np.zeros((n_rows, len(targets)), order="F")
     for i, t in enumerate(targets):
         ws = sets[t]
-        if ws.m:
-            out[:, i] = ws.Xw[:, :ws.m] @ ws.w[:ws.m]
+        _k_fitted(ws.Xw, ws.w, ws.m, out, i)
     return out
 
 
