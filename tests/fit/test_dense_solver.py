@@ -155,3 +155,18 @@ def test_registry_and_bad_options():
         DenseSolver().path(np.eye(3), np.ones((4, 1)), np.array([0.1]))
     with pytest.raises(ValueError, match="one entry per column"):
         DenseSolver().path(np.eye(3), np.eye(3), np.array([0.1]), offset=np.zeros(2))
+
+
+def test_stability_selection_with_dense_half_paths_matches_celer():
+    from circuitkit.fit.stability import half_solver
+
+    solver = half_solver("dense", 4)
+    assert isinstance(solver, DenseSolver) and solver.config.stop_entered == 4 and not solver.config.relaxed
+    acts, planted = planted_sites(n=400, seed=1)
+    kw = {"tol": 1e-10, "max_iter": 500, "n_alphas": 12, "progress": False, "selection": "stability",
+          "stability_b": 3}
+    a = CircuitLasso(solver="celer", **kw).fit(acts)
+    b = CircuitLasso(solver="dense", **kw).fit(acts)
+    np.testing.assert_allclose(b.stability_.probability.toarray(), a.stability_.probability.toarray())
+    got = set(zip(b.circuit_.edges["source"], b.circuit_.edges["target"]))
+    assert planted <= got
