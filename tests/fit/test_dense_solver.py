@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from circuitkit.activations import Activations
 from circuitkit.fit import select
@@ -57,9 +58,11 @@ def test_offset_is_the_centring_of_the_design():
     res = DenseSolver().path(X + shift, Y, alphas, offset=shift, tol=1e-10)
     want = DenseSolver().path(X, Y, alphas, tol=1e-10)
     ref = CelerSolver().path(X, Y, alphas, tol=1e-10, max_iter=500)
+    sparse_in = DenseSolver().path(sp.csc_matrix(X + shift), Y, alphas, offset=shift, tol=1e-10)  # densified
     for k in range(len(alphas)):
         np.testing.assert_allclose(res.coefs[k].toarray(), want.coefs[k].toarray(), atol=1e-7)
         np.testing.assert_allclose(res.coefs[k].toarray(), ref.coefs[k].toarray(), atol=1e-5)
+        np.testing.assert_allclose(sparse_in.coefs[k].toarray(), res.coefs[k].toarray(), atol=1e-9)
 
 
 def test_relaxed_rss_equals_the_ols_refit_on_each_support():
