@@ -26,7 +26,8 @@ formed.
   gradient over all ``p`` features) joins it and the target is solved again, until none is left. The result
   is the exact Lasso solution; the duality gap over all ``p`` features is reported in ``gaps``. A working-set
   solve stops when its gap is at most ``tol * ||y||^2 / n`` (celer's rule, so ``tol`` means the same as for
-  ``"celer"`` and ``"fast"``), or when the Newton step is accepted (gap at rounding level).
+  ``"celer"`` and ``"fast"``); an accepted Newton step usually reaches it at once (gap at rounding level),
+  otherwise coordinate descent goes on.
 * **Relaxed residuals.** ``info["relaxed_rss"]`` ``[n_alphas, n_targets]``: the OLS refit RSS on each support
   (what ``CircuitLasso`` uses for (E)BIC), from the same Cholesky factor; a (near-)singular support Gram falls
   back to a minimum-norm least-squares solve, as :func:`circuitkit.fit.select.relaxed_rss` does.
@@ -367,7 +368,8 @@ class DenseConfig:
     """Options of :class:`DenseSolver` (defaults are what ``solver="dense"`` uses).
 
     max_epochs: coordinate-descent epochs per working-set solve.
-    exact_every: every this many epochs, try the exact solve on the current sign pattern (``0``: never).
+    exact_every: try the Newton step once the sign pattern of coordinate descent has not changed for this many
+        epochs (the wait doubles after each rejected step; ``0``: never, coordinate descent only).
     max_newton: active-set Newton steps per exact-solve attempt.
     max_rounds: KKT rounds (working-set growths) per grid point.
     min_add, max_add: strong-rule candidates added to a target's working set at a grid point: twice the growth
