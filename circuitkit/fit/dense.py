@@ -38,8 +38,8 @@ formed.
   working-set size); ``n_jobs`` spreads target chunks over joblib processes.
 
 Measured (benchmarks/component_scale.md, "Solver dense"; one core, another job on the second): the whole
-SmolLM2-135M component-scale fit (500 prompts, 8,974 columns, 292 target blocks) takes 279.6 s instead of
-2,221.8 s with ``"celer"`` (28,677 edges against 28,678). On its blocks at p = 189 / 4,252 / 8,941 earlier
+SmolLM2-135M component-scale fit (500 prompts, 8,974 columns, 292 target blocks) takes 279.6 s and 296.3 s
+(two runs) instead of 2,221.8 s with ``"celer"`` (28,677 edges against 28,678). On its blocks at p = 189 / 4,252 / 8,941 earlier
 columns (32 targets, 16 alphas, ``tol=1e-6``, same process) ``"celer"`` takes 1.65 / 5.75 / 12.0 s and
 ``"dense"`` 0.54 (numba compile included) / 0.92 / 1.09 s. Choices
 measured on those blocks: strong-rule additions capped at 32 per grid point instead of 64 (ws ~340 instead of
