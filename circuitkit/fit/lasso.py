@@ -121,7 +121,8 @@ class CircuitLasso(BaseEstimator):
         already removed in an earlier round.
     solver: ``"auto"`` (default) or a registered solver name (:func:`circuitkit.fit.solvers.available_solvers`):
         ``"celer"`` (reference, per-target celer path), ``"fast"`` (sparse covariance coordinate descent with
-        screening, for SAE features), ``"torch"`` (batched proximal gradient, for GPUs). ``"auto"`` picks
+        screening, for SAE features), ``"dense"`` (batched gradients and working-set Gram solves, for dense
+        component-level designs; :mod:`circuitkit.fit.dense`), ``"torch"`` (batched proximal gradient, for GPUs). ``"auto"`` picks
         ``"fast"`` for a sparse (SAE) design, ``"torch"`` for a large dense design when CUDA is present and
         ``"celer"`` otherwise; the choice is stored in ``solver_`` and ``circuit_.meta["solver"]``.
     backend: ``"local"`` (joblib processes, ``n_jobs``) or ``"dask"`` (the current dask.distributed

@@ -14,7 +14,8 @@ This module is the interface only: :class:`PathResult`, the :class:`Solver` prot
 (:func:`register_solver`, :func:`get_solver`, :func:`available_solvers`) and the ``solver="auto"`` rule
 (:func:`choose_solver`). The solvers live in their own modules and register on first use: ``"celer"``
 (:mod:`circuitkit.fit.celer_solver`, the reference: one ``celer_path`` per target with warm starts),
-``"fast"`` (:mod:`circuitkit.fit.fast`), ``"torch"`` (:mod:`circuitkit.fit.gpu`), ``"dask"``
+``"fast"`` (:mod:`circuitkit.fit.fast`, sparse designs), ``"dense"`` (:mod:`circuitkit.fit.dense`, dense designs
+with many more columns than a target block: batched gradients, working-set Gram solves), ``"torch"`` (:mod:`circuitkit.fit.gpu`), ``"dask"``
 (:mod:`circuitkit.fit.distributed`) and ``"logistic"`` (:mod:`circuitkit.fit.logistic`, L1 logistic for
 classifier targets). The estimator reaches them only through :func:`get_solver`.
 """
@@ -69,6 +70,7 @@ class Solver(Protocol):
 _SOLVERS: dict[str, Callable[[], Solver]] = {}
 #: Solvers that live in their own modules and register on first use (heavy imports stay lazy).
 _LAZY_SOLVERS = {"celer": "circuitkit.fit.celer_solver", "fast": "circuitkit.fit.fast",
+                 "dense": "circuitkit.fit.dense",
                  "torch": "circuitkit.fit.gpu", "dask": "circuitkit.fit.distributed",
                  "logistic": "circuitkit.fit.logistic"}
 
@@ -94,7 +96,9 @@ def get_solver(name: str) -> Solver:
 
 def choose_solver(X, n_targets: int, *, cuda: bool | None = None) -> str:
     """The ``solver="auto"`` rule: sparse design -> ``"fast"``; dense design with CUDA and at least
-    ``1e6`` coefficients (``p * n_targets``) -> ``"torch"``; otherwise ``"celer"``."""
+    ``1e6`` coefficients (``p * n_targets``) -> ``"torch"``; otherwise ``"celer"``. (``"dense"`` is not picked
+    automatically yet: it is measured on the component-scale design only, ``benchmarks/component_scale.md``;
+    ask for it with ``solver="dense"``.)"""
     if sp.issparse(X):
         return "fast"
     if cuda is None:

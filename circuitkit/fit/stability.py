@@ -121,14 +121,19 @@ def _entry_index(coefs: list[sp.csr_matrix]) -> sp.csr_matrix:
 
 
 def half_solver(solver_name: str, q: int):
-    """The solver a half-sample path runs with: ``"fast"`` and ``"celer"`` stop each target's path once more than
-    ``q`` sources have entered (``FastConfig(stop_entered=q, relaxed=False)``, ``CelerSolver(stop_entered=q)``):
+    """The solver a half-sample path runs with: ``"fast"``, ``"dense"`` and ``"celer"`` stop each target's path once
+    more than ``q`` sources have entered (``FastConfig(stop_entered=q, relaxed=False)``,
+    ``DenseConfig(stop_entered=q, relaxed=False)``, ``CelerSolver(stop_entered=q)``):
     ``S_q`` needs nothing past that point, and the small-alpha end is the expensive part of a path. Other solvers
     (torch, dask) fit the whole grid."""
     if solver_name == "fast":
         from .fast import FastConfig, FastSolver
 
         return FastSolver(FastConfig(stop_entered=int(q), relaxed=False))
+    if solver_name == "dense":
+        from .dense import DenseConfig, DenseSolver
+
+        return DenseSolver(DenseConfig(stop_entered=int(q), relaxed=False))
     if solver_name == "celer":
         from .celer_solver import CelerSolver
 
