@@ -137,8 +137,9 @@ class CircuitLasso(BaseEstimator):
         ``stability_q``; :func:`circuitkit.fit.stability.default_q_y`).
     stability_floor: each half's path counts entrants only while ``alpha >= stability_floor * sigma *
         sqrt(2 log p / n_half)`` (``sigma`` the half fit's residual scale at that alpha, ``p`` the target's
-        candidates; the scaled-Lasso level): below it sources enter by noise alone
-        (:mod:`circuitkit.fit.stability`, step 3). ``0`` follows the whole grid.
+        candidates; the scaled-Lasso level): below it sources enter by noise alone. Only for targets whose
+        term of the E[V] bound exceeds 1 (few candidates, as at component level; :mod:`circuitkit.fit.stability`,
+        step 3). ``0`` follows the whole grid.
     min_source_rows: a source column nonzero in fewer rows than this is not a candidate parent. ``None``
         (default): 5 with ``selection="stability"`` (and no fixed ``alpha``), 0 (off) otherwise.
     target_rows: ``"all"`` (default): every target is fitted on all rows; ``"reachable"``: a nonnegative target

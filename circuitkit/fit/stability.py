@@ -16,6 +16,10 @@ Procedure (``CircuitLasso(selection="stability")``):
    only while ``alpha_k >= floor * sigma_k * sqrt(2 log p / n_half)``, with ``sigma_k = ||r_k|| / sqrt(n_half)``
    the residual scale of the half's Lasso fit at ``alpha_k``, ``p`` the target's candidate parents and
    ``floor`` ``CircuitLasso.stability_floor`` (default 1); the path is cut at the first point below it.
+   The floor applies only to targets whose own term of the bound below exceeds one,
+   ``min(q, p)^2 / ((2 pi_thr - 1) p) > 1`` (few candidates, e.g. component sites): there the first-``q`` rule
+   alone does not keep the expected number of noise parents of the target under one. Targets with many
+   candidates (SAE features, a prediction target with its default ``q_y``) are left to that rule.
    Every column and linear target is standardised, so a source enters at ``alpha = |X_j' r| / n``, and
    ``sigma sqrt(2 log p / n)`` is the size that the largest ``|correlation|`` of ``p`` pure-noise sources with
    a residual of scale ``sigma`` reaches: below it, sources enter by noise. Without the floor, a target with
@@ -141,6 +145,17 @@ def half_solver(solver_name: str, q: int):
     return get_solver(solver_name)
 
 
+def bound_term(q: int, p: int, pi_thr: float) -> float:
+    """One target's term of the ``E[V]`` bound: ``min(q, p)^2 / ((2 pi_thr - 1) p)`` (0 for ``p == 0``)."""
+    return float(min(q, p) ** 2 / ((2 * pi_thr - 1) * p)) if p > 0 else 0.0
+
+
+def floor_for(floor: float, q: int, p: int, pi_thr: float) -> float:
+    """The noise-floor multiplier a target gets (module docstring, step 3): ``floor`` where its bound term
+    exceeds 1, else 0."""
+    return float(floor) if bound_term(q, p, pi_thr) > 1.0 else 0.0
+
+
 def floor_index(rss: np.ndarray, alphas: np.ndarray, floor: float, n_candidates: int, n_rows: int) -> np.ndarray:
     """Per target, the last grid index a half's path is followed to (module docstring, step 3): the point
     before the first ``k`` with ``alpha_k < floor * sqrt(rss_k / n) * sqrt(2 log p / n)`` (``p`` at least 2).
@@ -196,7 +211,7 @@ def _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, q):
     return (np.concatenate(ts), np.concatenate(ss)) if ts else empty
 
 
-def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=None, floor=0.0):
+def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=None, floor=0.0, pi_thr=0.6):
     """Selected (target column, source column) pairs on one half (arrays of column indices), and the same for
     the prediction target(s) when ``y_problem`` is given (``(y index, source column)``)."""
     D = design[rows]
@@ -213,7 +228,8 @@ def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=Non
         Yp = est._target_block(D, tcols, mean, safe)
         res = solver.path(Xs[:, sc], Yp, alphas, offset=None if offset is None else offset[sc], tol=est.tol,
                           max_iter=est.max_iter, n_jobs=1)
-        ent = _floored_entry(res, alphas, floor, sc.size, len(rows))   # [n_targets, n_sources], -1 = never
+        fl = floor_for(floor, q, len(scols), pi_thr)
+        ent = _floored_entry(res, alphas, fl, sc.size, len(rows))   # [n_targets, n_sources], -1 = never
         for j in range(len(tcols)):
             if not live[tcols[j]]:
                 continue
@@ -250,15 +266,15 @@ def stability_probabilities(est, design, problems, alphas, *, solver_name: str, 
         design = sp.csr_matrix(design)
     if y_problem is not None:
         q_y = default_q_y(q, len(y_problem["cols"]), pi_thr) if q_y is None else int(q_y)
-        y_problem = {**y_problem, "q": q_y, "floor": float(floor)}
+        y_problem = {**y_problem, "q": q_y, "floor": floor_for(floor, q_y, len(y_problem["cols"]), pi_thr)}
     outs = Parallel(n_jobs=n_jobs)(delayed(_fit_half)(est, design, h, problems, np.asarray(alphas), solver_name, q,
-                                                      y_problem, float(floor)) for h in halves)
+                                                      y_problem, float(floor), pi_thr) for h in halves)
     t = np.concatenate([o[0] for o in outs]) if outs else np.empty(0, np.int64)
     s = np.concatenate([o[1] for o in outs]) if outs else np.empty(0, np.int64)
     prob = sp.csr_matrix((np.full(t.size, 1.0 / len(halves)), (t, s)), shape=(n_cols, n_cols))
     prob.sum_duplicates()
     n_cand = {int(c): len(scols) for tcols, scols in problems for c in tcols}
-    bound = float(sum(min(q, p) ** 2 / ((2 * pi_thr - 1) * p) for p in n_cand.values() if p > 0))
+    bound = float(sum(bound_term(q, p, pi_thr) for p in n_cand.values()))
     y_prob = None
     if y_problem is not None:
         n_y = y_problem["Y"].shape[1] if y_problem["kind"] == "linear" else len(y_problem["Ys"])
@@ -267,10 +283,18 @@ def stability_probabilities(est, design, problems, alphas, *, solver_name: str, 
         y_prob = sp.csr_matrix((np.full(ty.size, 1.0 / len(halves)), (ty, sy)), shape=(n_y, n_cols))
         y_prob.sum_duplicates()
         p = len(y_problem["cols"])
-        if p > 0:
-            bound += n_y * min(y_problem["q"], p) ** 2 / ((2 * pi_thr - 1) * p)
+        bound += n_y * bound_term(y_problem["q"], p, pi_thr)
     return StabilityResult(prob, halves, n_cand, bound, y_prob, None if y_problem is None else y_problem["q"])
 
 
-__all__ = ["StabilityResult", "complementary_halves", "default_q_y", "first_q", "floor_index", "half_solver",
-           "stability_probabilities"]
+__all__ = [
+    "StabilityResult",
+    "bound_term",
+    "complementary_halves",
+    "default_q_y",
+    "first_q",
+    "floor_for",
+    "floor_index",
+    "half_solver",
+    "stability_probabilities",
+]

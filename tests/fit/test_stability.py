@@ -26,7 +26,8 @@ KW = {"include_errors": False, "progress": False, "n_alphas": 10}
 
 
 def _floored(nz, X, y, coefs, alphas, p):
-    """The noise floor of the reference (stability module docstring, step 3): grid points from the first one with
+    """The noise floor of the reference (stability module docstring, step 3; it applies here: every target of these
+    tests has a bound term q^2 / ((2 pi - 1) p) > 1): grid points from the first one with
     alpha_k < sigma_k sqrt(2 log p / n), sigma_k = ||y - X w_k|| / sqrt(n), count no entrants."""
     n = len(y)
     sigma = np.sqrt(((y[:, None] - X @ coefs) ** 2).sum(0) / n)
