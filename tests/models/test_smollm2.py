@@ -106,14 +106,18 @@ def test_cached_copy_has_gguf_logits(lm):
 # -- capture identities on the real model (GQA: 9 query heads, 3 kv heads) --------------------------------
 
 
+def _close(actual, desired):
+    """float32 agreement: rtol 1e-4 and an absolute slack of 1e-5 of the array's largest magnitude (the residual
+    stream reaches ~1e2-1e3, where two float32 evaluation orders differ by ~1e-4 in a few entries)."""
+    np.testing.assert_allclose(actual, desired, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(desired).max())))
+
+
 def test_residual_sites_equal_hf_hidden_states(lm, acts, reference):
-    np.testing.assert_allclose(acts["embed"], _stack(reference, lambda o: o.hidden_states[0]), rtol=1e-4, atol=1e-4)
+    _close(acts["embed"], _stack(reference, lambda o: o.hidden_states[0]))
     for layer in LAYERS:
-        pre = _stack(reference, lambda o: o.hidden_states[layer])
-        np.testing.assert_allclose(acts[f"L{layer}.resid_pre"], pre, rtol=1e-4, atol=1e-4)
+        _close(acts[f"L{layer}.resid_pre"], _stack(reference, lambda o: o.hidden_states[layer]))
         if layer + 1 < lm.n_layers:  # hidden_states[30] has the final norm applied
-            post = _stack(reference, lambda o: o.hidden_states[layer + 1])
-            np.testing.assert_allclose(acts[f"L{layer}.resid_post"], post, rtol=1e-4, atol=1e-4)
+            _close(acts[f"L{layer}.resid_post"], _stack(reference, lambda o: o.hidden_states[layer + 1]))
 
 
 def test_heads_sum_to_attention_and_attention_plus_mlp_is_the_update(lm, acts):
@@ -130,7 +134,7 @@ def test_heads_sum_to_attention_and_attention_plus_mlp_is_the_update(lm, acts):
 
 
 def test_out_equals_the_logits(acts, reference):
-    np.testing.assert_allclose(acts["out"], _stack(reference, lambda o: o.logits), rtol=1e-4, atol=1e-4)
+    _close(acts["out"], _stack(reference, lambda o: o.logits))
 
 
 # -- task accuracy on a small held-out sample ------------------------------------------------------------
