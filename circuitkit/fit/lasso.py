@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -91,6 +92,35 @@ Y_KINDS = ("auto", "linear", "logistic")
 COLLINEAR_R2 = 1 - 1e-6
 #: skip that check when rows x live columns^2 exceeds this (its cost is about that many flops)
 COLLINEAR_MAX_WORK = 2e10
+#: solver ``"dense"``: the Gram of the whole standardised design is computed once and shared by the blocks when
+#: it takes at most this many bytes (SmolLM2-135M's compressed component design, 8,974 columns: 644 MB)
+GRAM_MAX_BYTES = 2 * 1024**3
+
+
+def _n_workers(n_jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else int(n_jobs)
+
+
+def _in_order(items, fn, workers: int):
+    """``(item, fn(item))`` for each of ``items``, in order; with ``workers > 1`` the calls run in that many
+    threads, at most ``2 * workers`` ahead of the consumer (so only a few blocks' inputs are alive at once)."""
+    if workers <= 1:
+        for item in items:
+            yield item, fn(item)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= 2 * workers:
+                head, fut = pending.popleft()
+                yield head, fut.result()
+        while pending:
+            head, fut = pending.popleft()
+            yield head, fut.result()
 
 
 class CircuitLasso(BaseEstimator):
@@ -147,7 +177,9 @@ class CircuitLasso(BaseEstimator):
         :mod:`circuitkit.fit.reachable`), so inhibitory parents are found. Needs ``selection`` in
         ``("bic", "ebic")`` (not the default ``"stability"``) or a fixed ``alpha``; the refitted targets are in ``reachable_rows_``.
     tol, max_iter: solver tolerance and maximum outer iterations.
-    n_jobs: joblib processes over targets.
+    n_jobs: parallel workers (``-1``: all cores). With ``solver="dense"`` on a dense design whose Gram fits in
+        :data:`GRAM_MAX_BYTES`, threads that fit whole target blocks side by side, sharing that Gram; otherwise
+        joblib processes over each block's targets.
     progress: show a tqdm bar over target blocks.
 
     Fitted attributes
@@ -525,13 +557,24 @@ class CircuitLasso(BaseEstimator):
         design_csc = design_csr = design
         if sp.issparse(design) and self.target_rows == "reachable":
             design_csc, design_csr = sp.csc_matrix(design), sp.csr_matrix(design)
-        bar = tqdm(problems, desc="CircuitLasso", unit="block", disable=not self.progress or len(problems) < 2)
-        for tcols, scols in bar:
+        gram = self._parent_gram(solver_name, Xs, offset)
+        # with a shared Gram, n_jobs threads fit whole blocks side by side (the dense kernels release the GIL);
+        # otherwise the solver spreads each block's targets over n_jobs processes
+        workers = 1 if gram is None else _n_workers(self.n_jobs)
+
+        def block_path(problem):
+            tcols, scols = problem
             Xp = Xs[:, scols]
             Yp = self._target_block(design, tcols, mean, std)
             off = None if offset is None else offset[scols]
-            res: PathResult = solver.path(Xp, Yp, alphas, offset=off, tol=self.tol, max_iter=self.max_iter,
-                                          n_jobs=self.n_jobs)
+            extra = {} if gram is None else {"gram": (gram, scols)}
+            res = solver.path(Xp, Yp, alphas, offset=off, tol=self.tol, max_iter=self.max_iter,
+                              n_jobs=self.n_jobs if workers == 1 and gram is None else 1, **extra)
+            return Xp, Yp, off, res
+
+        bar = tqdm(_in_order(problems, block_path, workers), total=len(problems), desc="CircuitLasso",
+                   unit="block", disable=not self.progress or len(problems) < 2)
+        for (tcols, scols), (Xp, Yp, off, res) in bar:
             k_sel = self._select_per_target(Xp, off, Yp, res, n_rows) if per_target else None
             if self.target_rows == "reachable":
                 from .reachable import refit_reachable
@@ -712,6 +755,17 @@ class CircuitLasso(BaseEstimator):
                 "entry_alpha": self.alphas_[idx].astype(np.float64), "entry_index": idx, "coef": coef}
 
     # -- helpers -------------------------------------------------------------------------------------------
+    def _parent_gram(self, solver_name: str, Xs, offset) -> np.ndarray | None:
+        """The Gram of the whole standardised design, computed once and shared by every block's ``"dense"`` path
+        (:func:`circuitkit.fit.dense.parent_gram`), when it fits in :data:`GRAM_MAX_BYTES`; else ``None``."""
+        if solver_name != "dense" or self.backend != "local" or sp.issparse(Xs) or len(Xs.shape) != 2:
+            return None
+        if Xs.shape[1] ** 2 * 8 > GRAM_MAX_BYTES:
+            return None
+        from .dense import parent_gram
+
+        return parent_gram(Xs, offset)
+
     def _select_per_target(self, Xp, offset, Yp, res: PathResult, n_rows: int,
                            penalty_rows: int | None = None) -> np.ndarray:
         """Per-target (E)BIC on *relaxed* residuals (:mod:`circuitkit.fit.select`), with supports larger

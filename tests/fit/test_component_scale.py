@@ -18,8 +18,12 @@ def test_prompts_are_paired_and_corrupted():
     assert names and all(isinstance(i, int) for i in names)
 
 
-def test_main_rejects_unknown_methods():
-    ns = argparse.Namespace(methods=["eap"], n_prompts=10, eap_prompts=None, ig_steps=8, random_weights=False,
-                            json=None)
+def test_main_rejects_unknown_methods_and_bad_n_jobs():
+    parser = argparse.ArgumentParser()
+    cs.add_arguments(parser)
+    ns = parser.parse_args(["--methods", "eap", "--n-prompts", "10"])
+    assert ns.n_jobs == -1
     with pytest.raises(ValueError, match=r"valid choices: \[.circuitlasso-group., .circuitlasso., .eap-ig.\]"):
         cs.main(ns)
+    with pytest.raises(ValueError, match="n_jobs must be a positive int or -1 .all cores., got 0"):
+        cs.run(n_prompts=10, methods=("circuitlasso",), n_jobs=0)

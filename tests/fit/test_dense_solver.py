@@ -173,3 +173,61 @@ def test_stability_selection_with_dense_half_paths_matches_celer():
     np.testing.assert_allclose(b.stability_.probability.toarray(), a.stability_.probability.toarray())
     got = set(zip(b.circuit_.edges["source"], b.circuit_.edges["target"]))
     assert planted <= got
+
+
+def test_shared_parent_gram_gives_the_same_path_in_one_thread_or_two():
+    """Working-set Gram entries gathered from a parent design's Gram (columns in any order, with an offset) equal
+    the ones computed from X; threads sharing that Gram give the same path."""
+    from circuitkit.fit.dense import parent_gram
+
+    X, Y, alphas = dense_problem(150, 240, 6, seed=7)
+    shift = np.random.default_rng(8).normal(size=X.shape[1])
+    cols = np.random.default_rng(9).permutation(X.shape[1])[:180]   # X's columns sit anywhere in the parent
+    parent = np.empty_like(X)
+    parent[:, cols] = X[:, :180] + shift[:180]
+    rest = np.setdiff1d(np.arange(X.shape[1]), cols)
+    parent[:, rest] = X[:, 180:]
+    off = np.zeros(X.shape[1])
+    off[cols] = shift[:180]
+    G = parent_gram(parent, off)
+    np.testing.assert_allclose(G, (parent - off).T @ (parent - off))
+    Xp = X[:, :180] + shift[:180]
+    plain = DenseSolver().path(Xp, Y, alphas, offset=shift[:180], tol=1e-8)
+    shared = DenseSolver().path(Xp, Y, alphas, offset=shift[:180], tol=1e-8, gram=(G, cols))
+    two = DenseSolver().path(Xp, Y, alphas, offset=shift[:180], tol=1e-8, gram=(G, cols), n_jobs=2)
+    assert sum(c.nnz for c in plain.coefs) > 50
+    for k in range(len(alphas)):
+        for other in (shared, two):
+            np.testing.assert_array_equal(other.coefs[k].toarray() != 0, plain.coefs[k].toarray() != 0)
+            np.testing.assert_allclose(other.coefs[k].toarray(), plain.coefs[k].toarray(), atol=1e-9)
+        np.testing.assert_array_equal(two.coefs[k].toarray(), shared.coefs[k].toarray())
+    np.testing.assert_allclose(shared.info["relaxed_rss"], plain.info["relaxed_rss"], rtol=1e-9)
+    with pytest.raises(ValueError, match="gram must be"):
+        DenseSolver().path(Xp, Y, alphas, gram=(G, cols[:10]))
+
+
+def test_circuitlasso_shares_one_gram_and_it_changes_nothing(monkeypatch):
+    import circuitkit.fit.dense as dense_mod
+    import circuitkit.fit.lasso as lasso_mod
+
+    acts, planted = planted_sites(seed=3)
+    kw = {"tol": 1e-10, "n_alphas": 12, "progress": False, "selection": "ebic", "solver": "dense"}
+    seen = []
+    orig = dense_mod.DenseSolver.path
+
+    def spy(self, X, Y, alphas, **k):
+        seen.append(k.get("gram") is not None)
+        return orig(self, X, Y, alphas, **k)
+
+    monkeypatch.setattr(dense_mod.DenseSolver, "path", spy)
+    a = CircuitLasso(**kw).fit(acts)
+    c = CircuitLasso(n_jobs=2, **kw).fit(acts)   # threads sharing the Gram
+    assert seen and all(seen)
+    monkeypatch.setattr(lasso_mod, "GRAM_MAX_BYTES", 0)  # too large: every block computes its own Gram entries
+    seen.clear()
+    b = CircuitLasso(**kw).fit(acts)
+    assert seen and not any(seen)
+    for est in (b, c):
+        pd.testing.assert_frame_equal(a.circuit_.edges[["source", "target"]], est.circuit_.edges[["source", "target"]])
+        np.testing.assert_allclose(a.circuit_.edges["weight"], est.circuit_.edges["weight"], atol=1e-9)
+    assert set(zip(a.circuit_.edges["source"], a.circuit_.edges["target"])) == planted

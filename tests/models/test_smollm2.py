@@ -115,9 +115,9 @@ def _close(actual, desired):
 def test_residual_sites_equal_hf_hidden_states(lm, acts, reference):
     _close(acts["embed"], _stack(reference, lambda o: o.hidden_states[0]))
     for layer in LAYERS:
-        _close(acts[f"L{layer}.resid_pre"], _stack(reference, lambda o: o.hidden_states[layer]))
+        _close(acts[f"L{layer}.resid_pre"], _stack(reference, lambda o, i=layer: o.hidden_states[i]))
         if layer + 1 < lm.n_layers:  # hidden_states[30] has the final norm applied
-            _close(acts[f"L{layer}.resid_post"], _stack(reference, lambda o: o.hidden_states[layer + 1]))
+            _close(acts[f"L{layer}.resid_post"], _stack(reference, lambda o, i=layer + 1: o.hidden_states[i]))
 
 
 def test_heads_sum_to_attention_and_attention_plus_mlp_is_the_update(lm, acts):
