@@ -155,7 +155,7 @@ class CircuitLasso(BaseEstimator):
         component-level designs; :mod:`circuitkit.fit.dense`), ``"torch"`` (batched proximal gradient, for GPUs). ``"auto"`` picks
         ``"fast"`` for a sparse (SAE) design, ``"torch"`` for a large dense design when CUDA is present and
         ``"celer"`` otherwise; the choice is stored in ``solver_`` and ``circuit_.meta["solver"]``.
-    backend: ``"local"`` (joblib processes, ``n_jobs``) or ``"dask"`` (the current dask.distributed
+    backend: ``"local"`` (this machine, ``n_jobs`` workers) or ``"dask"`` (the current dask.distributed
         client; see :mod:`circuitkit.fit.distributed`).
     rows_per_edge: (E)BIC only considers supports with at most ``active_rows / rows_per_edge`` predictors,
         where ``active_rows`` counts the rows in which the target is nonzero: a feature active in 30 rows
