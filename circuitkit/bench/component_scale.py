@@ -18,7 +18,7 @@ Protocol (fixed seeds):
 * **circuitlasso.** The same capture, each site compressed to its leading whitened principal components
   (:func:`circuitkit.activations.compress_sites` defaults: 99 % of the variance, at most 32), then the per-column
   :class:`~circuitkit.fit.lasso.CircuitLasso` with ``selection="ebic"`` and ``solver="dense"``
-  (:data:`CIRCUITLASSO_SOLVER`; :mod:`circuitkit.fit.dense`), other options at their defaults (``n_columns`` Lasso
+  (:data:`CIRCUITLASSO_SOLVER`; :mod:`circuitkit.fit.dense`, also what ``solver="auto"`` picks here), other options at their defaults (``n_columns`` Lasso
   targets instead of ~175k), on all cores (``--n-jobs``, default -1: threads fitting whole blocks side by side
   with one shared Gram). ``solver`` and ``n_jobs`` are recorded with the result.
   Its tqdm bar (stderr) gives the rate, so a run that is cut off can be extrapolated.
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_N = 500
 DEFAULT_IG_STEPS = 8
 METHODS = ("circuitlasso-group", "circuitlasso", "eap-ig")
-#: the solver of the ``circuitlasso`` method (:mod:`circuitkit.fit.dense`; ``solver="auto"`` would pick ``"celer"``)
+#: the solver of the ``circuitlasso`` method (:mod:`circuitkit.fit.dense`; ``solver="auto"`` picks it too at this size)
 CIRCUITLASSO_SOLVER = "dense"
 
 

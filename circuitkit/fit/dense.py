@@ -54,8 +54,9 @@ epochs per target on these ill-conditioned whitened designs, the Newton step cut
 Cholesky and relaxed RSS in numba instead of SciPy LAPACK calls (the per-call overhead dominated at support
 sizes ~100-300: 7 sampled blocks 7.0 s -> 4.1 s).
 
-``solver="auto"`` does not pick it (:func:`circuitkit.fit.solvers.choose_solver`): it is measured on this
-design only; the component-scale benchmark asks for it explicitly.
+``solver="auto"`` picks it for dense designs with at least ``DENSE_MIN_COLUMNS`` (2,000) columns and no more rows
+than columns (:func:`circuitkit.fit.solvers.choose_solver`), the shape it is measured on; smaller dense designs
+(Tracr, the toy LM's component sites) keep ``"celer"``. The component-scale benchmark also asks for it explicitly.
 """
 
 from __future__ import annotations

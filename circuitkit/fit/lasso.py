@@ -153,7 +153,9 @@ class CircuitLasso(BaseEstimator):
         ``"celer"`` (reference, per-target celer path), ``"fast"`` (sparse covariance coordinate descent with
         screening, for SAE features), ``"dense"`` (batched gradients and working-set Gram solves, for dense
         component-level designs; :mod:`circuitkit.fit.dense`), ``"torch"`` (batched proximal gradient, for GPUs). ``"auto"`` picks
-        ``"fast"`` for a sparse (SAE) design, ``"torch"`` for a large dense design when CUDA is present and
+        ``"fast"`` for a sparse (SAE) design, ``"torch"`` for a large dense design when CUDA is present,
+        ``"dense"`` for a dense design with at least 2,000 columns and no more rows than columns
+        (:data:`circuitkit.fit.solvers.DENSE_MIN_COLUMNS`; compressed component sites of a real model) and
         ``"celer"`` otherwise; the choice is stored in ``solver_`` and ``circuit_.meta["solver"]``.
     backend: ``"local"`` (this machine, ``n_jobs`` workers) or ``"dask"`` (the current dask.distributed
         client; see :mod:`circuitkit.fit.distributed`).

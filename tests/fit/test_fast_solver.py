@@ -157,6 +157,10 @@ def test_registry_auto_rule_and_bad_options():
     assert choose_solver(sp.csc_matrix((5, 5)), 3) == "fast"
     assert choose_solver(np.zeros((5, 2000)), 1000, cuda=True) == "torch"
     assert choose_solver(np.zeros((5, 20)), 10, cuda=False) == "celer"
+    # few rows, many dense columns (compressed component sites of a real model): the working-set solver
+    assert choose_solver(np.zeros((500, 2000)), 32, cuda=False) == "dense"
+    assert choose_solver(np.zeros((500, 1999)), 32, cuda=False) == "celer"
+    assert choose_solver(np.zeros((3000, 2000)), 32, cuda=False) == "celer"   # more rows than columns: not measured
     with pytest.raises(ValueError, match="max_add must be a positive int"):
         FastConfig(max_add=0)
     with pytest.raises(ValueError, match="dtype must be one of"):
