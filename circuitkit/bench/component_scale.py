@@ -17,10 +17,11 @@ Protocol (fixed seeds):
   ~175k columns.
 * **circuitlasso.** The same capture, each site compressed to its leading whitened principal components
   (:func:`circuitkit.activations.compress_sites` defaults: 99 % of the variance, at most 32), then the per-column
-  :class:`~circuitkit.fit.lasso.CircuitLasso` with ``selection="ebic"`` and ``solver="dense"``
-  (:data:`CIRCUITLASSO_SOLVER`; :mod:`circuitkit.fit.dense`, also what ``solver="auto"`` picks here), other options at their defaults (``n_columns`` Lasso
-  targets instead of ~175k), on all cores (``--n-jobs``, default -1: threads fitting whole blocks side by side
-  with one shared Gram). ``solver`` and ``n_jobs`` are recorded with the result.
+  :class:`~circuitkit.fit.lasso.CircuitLasso` with ``selection="ebic"`` (``--selection stability`` for
+  CircuitLasso's default rule) and ``solver="dense"`` (:data:`CIRCUITLASSO_SOLVER`; :mod:`circuitkit.fit.dense`,
+  also what ``solver="auto"`` picks here), other options at their defaults (``n_columns`` Lasso targets instead
+  of ~175k), on all cores (``--n-jobs``, default -1: threads fitting whole blocks side by side with one shared
+  Gram). ``solver``, ``n_jobs``, ``selection`` and the stated E[V] bound are recorded with the result.
   Its tqdm bar (stderr) gives the rate, so a run that is cut off can be extrapolated.
 * **eap-ig.** :func:`circuitkit.baselines.eap.eap_ig` with ``--ig-steps`` (default 8) on the same clean
   prompts and their corrupted pairs. It is timed on the first ``--eap-prompts`` prompts (default: all) and,
@@ -106,9 +107,15 @@ def _sites(model: Any) -> list[str]:
 
 def run(*, n_prompts: int = DEFAULT_N, eap_prompts: int | None = None, ig_steps: int = DEFAULT_IG_STEPS,
         random_weights: bool = False, methods: tuple[str, ...] = ("circuitlasso-group", "eap-ig"),
-        n_jobs: int = -1) -> list[dict]:
+        n_jobs: int = -1, selection: str = "ebic") -> list[dict]:
     """One record per method (module docstring). ``methods``: any of :data:`METHODS`; ``n_jobs``: the
-    ``circuitlasso`` fit's workers (``-1``: all cores)."""
+    ``circuitlasso`` fit's workers (``-1``: all cores); ``selection``: its selection rule (``"ebic"``, the
+    measured protocol, or any of :data:`circuitkit.fit.lasso.SELECTIONS`, e.g. ``"stability"``, CircuitLasso's
+    default)."""
+    from ..fit.lasso import SELECTIONS
+
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; valid choices: {list(SELECTIONS)}")
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown methods {bad}; valid choices: {list(METHODS)}")
@@ -150,12 +157,14 @@ def run(*, n_prompts: int = DEFAULT_N, eap_prompts: int | None = None, ig_steps:
                            progress=False)
             small = compress_sites(acts)
             t1 = time.perf_counter()
-            # the path and its eBIC selection, as measured in benchmarks/component_scale.md (the default
-            # selection, stability, adds 2 * stability_b half-sample fits; a component circuit is scored by the path)
-            est = CircuitLasso(progress=True, selection="ebic", solver=CIRCUITLASSO_SOLVER,
+            # the path and its eBIC selection by default, as measured in benchmarks/component_scale.md;
+            # selection="stability" (CircuitLasso's default) adds 2 * stability_b half-sample fits
+            est = CircuitLasso(progress=True, selection=selection, solver=CIRCUITLASSO_SOLVER,
                                n_jobs=n_jobs).fit(small)  # tqdm: stderr
             t2 = time.perf_counter()
         records.append({**base, "method": "circuitlasso", "solver": est.solver_, "n_jobs": n_jobs,
+                        "selection": selection, "expected_false_edges_bound":
+                            est.circuit_.meta.get("expected_false_edges_bound"),
                         "seconds": t2 - t0, "capture_seconds": t1 - t0,
                         "fit_seconds": t2 - t1, "peak_mb": mem.mb, "n_edges": int(est.circuit_.n_edges),
                         "n_columns": int(sum(a.shape[1] for a in small.data.values())), "extrapolated": False})
@@ -190,6 +199,8 @@ def add_arguments(parser) -> None:
                         help="use a random-weight Llama of SmolLM2-135M's shape even if the wheel is installed")
     parser.add_argument("--n-jobs", type=int, default=-1,
                         help="workers of the circuitlasso fit (default -1: all cores; threads sharing one Gram)")
+    parser.add_argument("--selection", default="ebic",
+                        help="selection rule of the circuitlasso fit (default ebic; 'stability' is CircuitLasso's default)")
     parser.add_argument("--methods", nargs="+", default=["circuitlasso-group", "eap-ig"],
                         help=f"any of {', '.join(METHODS)} (default: circuitlasso-group eap-ig)")
 
@@ -209,7 +220,8 @@ def main(args) -> int:
     if args.n_prompts < 2:
         raise ValueError(f"--n-prompts must be >= 2, got {args.n_prompts}")
     records = run(n_prompts=args.n_prompts, eap_prompts=args.eap_prompts, ig_steps=args.ig_steps,
-                  random_weights=args.random_weights, methods=tuple(args.methods), n_jobs=args.n_jobs)
+                  random_weights=args.random_weights, methods=tuple(args.methods), n_jobs=args.n_jobs,
+                  selection=args.selection)
     print(format_table(records))
     if getattr(args, "json", None):
         path = Path(args.json)

@@ -27,3 +27,6 @@ def test_main_rejects_unknown_methods_and_bad_n_jobs():
         cs.main(ns)
     with pytest.raises(ValueError, match="n_jobs must be a positive int or -1 .all cores., got 0"):
         cs.run(n_prompts=10, methods=("circuitlasso",), n_jobs=0)
+    assert ns.selection == "ebic"
+    with pytest.raises(ValueError, match="unknown selection 'aic'; valid choices: .*'stability'"):
+        cs.run(n_prompts=10, methods=("circuitlasso",), selection="aic")
