@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -95,10 +94,6 @@ COLLINEAR_MAX_WORK = 2e10
 #: solver ``"dense"``: the Gram of the whole standardised design is computed once and shared by the blocks when
 #: it takes at most this many bytes (SmolLM2-135M's compressed component design, 8,974 columns: 644 MB)
 GRAM_MAX_BYTES = 2 * 1024**3
-
-
-def _n_workers(n_jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else int(n_jobs)
 
 
 def _in_order(items, fn, workers: int):
@@ -562,7 +557,12 @@ class CircuitLasso(BaseEstimator):
         gram = self._parent_gram(solver_name, Xs, offset)
         # with a shared Gram, n_jobs threads fit whole blocks side by side (the dense kernels release the GIL);
         # otherwise the solver spreads each block's targets over n_jobs processes
-        workers = 1 if gram is None else _n_workers(self.n_jobs)
+        if gram is None:
+            workers = 1
+        else:
+            from .dense import _n_workers
+
+            workers = _n_workers(self.n_jobs)
 
         def block_path(problem):
             tcols, scols = problem
@@ -571,7 +571,7 @@ class CircuitLasso(BaseEstimator):
             off = None if offset is None else offset[scols]
             extra = {} if gram is None else {"gram": (gram, scols)}
             res = solver.path(Xp, Yp, alphas, offset=off, tol=self.tol, max_iter=self.max_iter,
-                              n_jobs=self.n_jobs if workers == 1 and gram is None else 1, **extra)
+                              n_jobs=self.n_jobs if gram is None else 1, **extra)
             return Xp, Yp, off, res
 
         bar = tqdm(_in_order(problems, block_path, workers), total=len(problems), desc="CircuitLasso",
@@ -760,7 +760,7 @@ class CircuitLasso(BaseEstimator):
     def _parent_gram(self, solver_name: str, Xs, offset) -> np.ndarray | None:
         """The Gram of the whole standardised design, computed once and shared by every block's ``"dense"`` path
         (:func:`circuitkit.fit.dense.parent_gram`), when it fits in :data:`GRAM_MAX_BYTES`; else ``None``."""
-        if solver_name != "dense" or self.backend != "local" or sp.issparse(Xs) or len(Xs.shape) != 2:
+        if solver_name != "dense" or self.backend != "local" or sp.issparse(Xs):
             return None
         if Xs.shape[1] ** 2 * 8 > GRAM_MAX_BYTES:
             return None
