@@ -6,11 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed
 
-from .solvers import PathResult, register_solver
-
-#: Coefficients smaller than this times the largest |coefficient| of the same target are solver noise
-#: (celer returns values like 1e-15 at fixed alphas) and are not edges.
-COEF_RTOL = 1e-10
+from .solvers import COEF_RTOL, DenseCoefs, PathResult, register_solver
 
 
 def residual_ss(X, y: np.ndarray, w: np.ndarray, offset: np.ndarray | None) -> float:
@@ -79,17 +75,6 @@ def _stopped_path(X, y, alphas, tol, max_iter, stop_entered, kwargs):
     return coefs, gaps
 
 
-def _thresholded_csr(W: np.ndarray) -> sp.csr_matrix:
-    """CSR of ``W`` [targets, features] keeping, per row, the entries above ``COEF_RTOL`` x the row's largest
-    |entry| (all of a row of zeros is dropped); columns in increasing order."""
-    A = np.abs(W)
-    scale = A.max(axis=1, initial=0.0)
-    keep = (A > COEF_RTOL * scale[:, None]) & (scale > 0)[:, None]
-    indptr = np.zeros(W.shape[0] + 1, dtype=np.int64)
-    np.cumsum(keep.sum(axis=1), out=indptr[1:])
-    return sp.csr_matrix((W[keep], np.nonzero(keep)[1].astype(np.int64), indptr), shape=W.shape)
-
-
 class CelerSolver:
     """Reference solver: one ``celer.celer_path`` per target (warm-started along the grid), targets
     spread over ``n_jobs`` joblib processes.
@@ -134,8 +119,7 @@ class CelerSolver:
                 W[:, j, :] = w
                 rss[:, j] = r
                 gaps[:, j] = g
-        coefs = [_thresholded_csr(W[k]) for k in range(n_alphas)]
-        return PathResult(alphas, coefs, rss, gaps, np.zeros(n_targets, bool), self.name)
+        return PathResult(alphas, DenseCoefs(W), rss, gaps, np.zeros(n_targets, bool), self.name)
 
 
 register_solver("celer", CelerSolver)

@@ -60,6 +60,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -76,7 +77,8 @@ from ..sites import COMPONENT_KINDS, parse_site
 from . import select
 from .collinear import collinear_blocks
 from .design import Layout, SparseTargets, column_stats, ymax
-from .solvers import PathResult, choose_solver, get_solver
+from .duplicates import expand_selection, find_duplicates, reduce_problems
+from .solvers import DenseCoefs, PathResult, choose_solver, get_solver
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +93,8 @@ Y_KINDS = ("auto", "linear", "logistic")
 COLLINEAR_R2 = 1 - 1e-6
 #: skip that check when rows x live columns^2 exceeds this (its cost is about that many flops)
 COLLINEAR_MAX_WORK = 2e10
-#: solver ``"dense"``: the Gram of the whole standardised design is computed once and shared by the blocks when
-#: it takes at most this many bytes (SmolLM2-135M's compressed component design, 8,974 columns: 644 MB)
+#: solvers ``"dense"`` and ``"gram"``: the Gram of the standardised design's source columns is computed once and
+#: shared by the blocks when it takes at most this many bytes (SmolLM2-135M's compressed component design, 8,974 columns: 644 MB)
 GRAM_MAX_BYTES = 2 * 1024**3
 
 
@@ -531,11 +533,25 @@ class CircuitLasso(BaseEstimator):
                           f"on these data: {shown}; edges from them versus those earlier sites are not identifiable "
                           "from observations (see collinear_sites_)", UserWarning, stacklevel=2)
         t_design += time.perf_counter() - t_coll  # the check is part of the design stage in timing_
-        alphas = self._grid(Xs, offset, problems, y_info, n_rows, design, mean, std)
-
         solver_name = self.solver
         if solver_name == "auto":
             solver_name = choose_solver(Xs, max((len(t) for t, _ in problems), default=1))
+        gram = self._source_gram(solver_name, Xs, offset, problems, layout.kind)
+        # component level: exact copies among the candidate sources are fitted once (circuitkit.fit.duplicates)
+        fit_problems, reductions = problems, [None] * len(problems)
+        self.duplicate_columns_ = None
+        if layout.kind == "component" and gram is not None:
+            dups = find_duplicates(gram[0], np.flatnonzero(gram[1] >= 0))
+            fit_problems, reductions = reduce_problems(problems, dups)
+            names = layout.nodes["node"].to_numpy()
+            self.duplicate_columns_ = pd.DataFrame(
+                [{"group": g, "column": int(c), "node": names[layout.col_node[c]], "sign": float(sg)}
+                 for g, (cols, signs) in enumerate(zip(dups.groups, dups.signs)) for c, sg in zip(cols, signs)],
+                columns=["group", "column", "node", "sign"])
+        if solver_name not in ("dense", "gram"):
+            gram = None  # only those two solvers read it
+        alphas = self._grid(Xs, offset, fit_problems, y_info, n_rows, design, mean, std)
+
         if self.backend == "dask":
             from .distributed import DaskSolver
 
@@ -554,7 +570,6 @@ class CircuitLasso(BaseEstimator):
         design_csc = design_csr = design
         if sp.issparse(design) and self.target_rows == "reachable":
             design_csc, design_csr = sp.csc_matrix(design), sp.csr_matrix(design)
-        gram = self._parent_gram(solver_name, Xs, offset)
         # with a shared Gram, n_jobs threads fit whole blocks side by side (the dense kernels release the GIL);
         # otherwise the solver spreads each block's targets over n_jobs processes
         if gram is None:
@@ -564,20 +579,25 @@ class CircuitLasso(BaseEstimator):
 
             workers = _n_workers(self.n_jobs)
 
-        def block_path(problem):
-            tcols, scols = problem
+        def block_path(item):
+            _b, (tcols, scols) = item
             Xp = Xs[:, scols]
             Yp = self._target_block(design, tcols, mean, std)
             off = None if offset is None else offset[scols]
-            extra = {} if gram is None else {"gram": (gram, scols)}
+            extra = {} if gram is None else {"gram": (gram[0], gram[1][scols])}
             res = solver.path(Xp, Yp, alphas, offset=off, tol=self.tol, max_iter=self.max_iter,
                               n_jobs=self.n_jobs if gram is None else 1, **extra)
             return Xp, Yp, off, res
 
-        bar = tqdm(_in_order(problems, block_path, workers), total=len(problems), desc="CircuitLasso",
-                   unit="block", disable=not self.progress or len(problems) < 2)
-        for (tcols, scols), (Xp, Yp, off, res) in bar:
+        bar = tqdm(_in_order(list(enumerate(fit_problems)), block_path, workers), total=len(fit_problems),
+                   desc="CircuitLasso", unit="block", disable=not self.progress or len(fit_problems) < 2)
+        for (b, (tcols, scols)), (Xp, Yp, off, res) in bar:
             k_sel = self._select_per_target(Xp, off, Yp, res, n_rows) if per_target else None
+            if reductions[b] is not None:  # credit every copy of a merged source (circuitkit.fit.duplicates)
+                red = reductions[b]
+                res = replace(res, coefs=red.expand_path(res.coefs),
+                              info={k: v for k, v in res.info.items() if k != "entry"})
+                scols = red.full
             if self.target_rows == "reachable":
                 from .reachable import refit_reachable
 
@@ -586,9 +606,16 @@ class CircuitLasso(BaseEstimator):
                                                 get_solver(solver_name), per_target=per_target)
                 k_sel = k2 if per_target else None
                 reachable.update(done)
-            for k in range(n_alpha):
-                r, c, v = _triplets(res.coefs[k])
-                coef_parts[k].append((tcols[r], scols[c], v))
+            if isinstance(res.coefs, DenseCoefs):  # every grid point's triplets at once
+                kk, r, c, v = res.coefs.triplets()
+                cut = np.searchsorted(kk, np.arange(n_alpha + 1))
+                for k in range(n_alpha):
+                    sl = slice(cut[k], cut[k + 1])
+                    coef_parts[k].append((tcols[r[sl]], scols[c[sl]], v[sl]))
+            else:
+                for k in range(n_alpha):
+                    r, c, v = _triplets(res.coefs[k])
+                    coef_parts[k].append((tcols[r], scols[c], v))
             if res.skipped is not None and np.any(res.skipped):
                 for j in np.flatnonzero(res.skipped):
                     skipped[f"column {int(tcols[j])} of {layout.nodes['node'].iat[layout.col_node[tcols[j]]]}"] = (
@@ -630,10 +657,11 @@ class CircuitLasso(BaseEstimator):
             if y_info is not None:
                 y_problem = {"kind": y_info["kind"], "cols": np.flatnonzero(alive & src_ok)}
                 y_problem.update({"Y": y_info["Y"]} if y_info["kind"] == "linear" else {"Ys": y_info["Ys"]})
-            stab = stability_probabilities(self, design, problems, alphas, solver_name=solver_name,
+            stab = stability_probabilities(self, design, fit_problems, alphas, solver_name=solver_name,
                                            q=self.stability_q, n_pairs=self.stability_b, pi_thr=self.stability_pi,
                                            random_state=self.random_state, n_jobs=self.n_jobs, y_problem=y_problem,
                                            q_y=self.stability_q_y, floor=self.stability_floor)
+            stab.probability = expand_selection(stab.probability, fit_problems, reductions)
             self.stability_ = stab
             t_fit += time.perf_counter() - t_stab
         self.alphas_ = np.asarray(alphas)
@@ -757,16 +785,26 @@ class CircuitLasso(BaseEstimator):
                 "entry_alpha": self.alphas_[idx].astype(np.float64), "entry_index": idx, "coef": coef}
 
     # -- helpers -------------------------------------------------------------------------------------------
-    def _parent_gram(self, solver_name: str, Xs, offset) -> np.ndarray | None:
-        """The Gram of the whole standardised design, computed once and shared by every block's ``"dense"`` path
-        (:func:`circuitkit.fit.dense.parent_gram`), when it fits in :data:`GRAM_MAX_BYTES`; else ``None``."""
-        if solver_name != "dense" or self.backend != "local" or sp.issparse(Xs):
+    def _source_gram(self, solver_name: str, Xs, offset, problems, kind: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The Gram of the standardised design's source columns (every column some block reads), computed once:
+        the ``"dense"`` and ``"gram"`` solvers share it across blocks (:func:`circuitkit.fit.dense.parent_gram`) and
+        at component level it finds duplicate sources (:mod:`circuitkit.fit.duplicates`). Computed for those
+        solvers when it fits in :data:`GRAM_MAX_BYTES`, and for any other solver at component level when it costs
+        at most ``COLLINEAR_MAX_WORK`` flops; else ``None``. Returns ``(G, pos)``: ``pos[col]`` is the row of
+        ``G`` of design column ``col`` (-1 for columns no block reads)."""
+        if self.backend != "local" or sp.issparse(Xs) or not problems:
             return None
-        if Xs.shape[1] ** 2 * 8 > GRAM_MAX_BYTES:
+        cols = np.unique(np.concatenate([scols for _, scols in problems]))
+        if solver_name in ("dense", "gram"):
+            if cols.size ** 2 * 8 > GRAM_MAX_BYTES:
+                return None
+        elif kind != "component" or Xs.shape[0] * cols.size ** 2 > COLLINEAR_MAX_WORK:
             return None
         from .dense import parent_gram
 
-        return parent_gram(Xs, offset)
+        pos = np.full(Xs.shape[1], -1, dtype=np.int64)
+        pos[cols] = np.arange(cols.size)
+        return parent_gram(Xs[:, cols], None if offset is None else offset[cols]), pos
 
     def _select_per_target(self, Xp, offset, Yp, res: PathResult, n_rows: int,
                            penalty_rows: int | None = None) -> np.ndarray:
@@ -1007,13 +1045,23 @@ def _kept(probability: sp.csr_matrix, pi_thr: float) -> sp.csr_matrix:
 
 def _stable_coef(coefs: list[sp.csr_matrix], keep: sp.csr_matrix) -> sp.csr_matrix:
     """The kept pairs' full-data coefficients at the last grid point where each is nonzero."""
-    last = coefs[0].copy()
-    for c in coefs[1:]:
-        nz = sp.csr_matrix(c != 0, dtype=np.float64)
-        last = last - last.multiply(nz) + c
-    out = sp.csr_matrix(last.multiply(keep))
-    out.eliminate_zeros()
-    return out
+    shape = keep.shape
+    parts = [(k,) + _triplets(c) for k, c in enumerate(coefs) if c.nnz]
+    if not parts or keep.nnz == 0:
+        return sp.csr_matrix(shape)
+    ks = np.concatenate([np.full(len(p[1]), p[0]) for p in parts])
+    r, c, v = (np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
+    nz = v != 0
+    ks, r, c, v = ks[nz], r[nz], c[nz], v[nz]
+    key = r.astype(np.int64) * shape[1] + c
+    order = np.lexsort((-ks, key))          # by pair, the last grid point first
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    o = order[first]
+    K = keep.tocoo()
+    kept = np.isin(key[o], K.row.astype(np.int64) * shape[1] + K.col)
+    o = o[kept]
+    return sp.csr_matrix((v[o], (r[o], c[o])), shape=shape)
 
 
 def _collinear_sites(layout: Layout, design: Any, mean: np.ndarray, alive: np.ndarray,

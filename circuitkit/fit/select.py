@@ -18,7 +18,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
-from .solvers import PathResult
+from .solvers import DenseCoefs, PathResult
 
 PER_TARGET = ("bic", "ebic")
 GLOBAL = ("n_edges", "min_edges")
@@ -66,7 +66,8 @@ def select_per_target(res: PathResult, *, n_rows: int, n_features: int, selectio
         raise ValueError(f"PathResult from solver {res.solver!r} has no info['relaxed_rss']")
     pen = math.log(penalty_rows or n_rows) + (2 * ebic_gamma * math.log(max(n_features, 2)) if selection == "ebic"
                                               else 0.0)
-    df = np.vstack([np.diff(c.indptr) for c in res.coefs])                     # [n_alphas, n_targets]
+    df = (res.coefs.row_nnz() if isinstance(res.coefs, DenseCoefs)               # [n_alphas, n_targets]
+          else np.vstack([np.diff(c.indptr) for c in res.coefs]))
     crit = n_rows * np.log(np.maximum(rel / n_rows, 1e-12)) + df * pen
     if max_df is not None:  # supports larger than a target's evidence allows are not eligible
         crit = np.where(df <= np.asarray(max_df)[None, :], crit, np.inf)

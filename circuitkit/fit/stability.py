@@ -125,9 +125,10 @@ def _entry_index(coefs: list[sp.csr_matrix]) -> sp.csr_matrix:
 
 
 def half_solver(solver_name: str, q: int):
-    """The solver a half-sample path runs with: ``"fast"``, ``"dense"`` and ``"celer"`` stop each target's path once
-    more than ``q`` sources have entered (``FastConfig(stop_entered=q, relaxed=False)``,
-    ``DenseConfig(stop_entered=q, relaxed=False)``, ``CelerSolver(stop_entered=q)``):
+    """The solver a half-sample path runs with: ``"fast"``, ``"dense"``, ``"gram"`` and ``"celer"`` stop each target's
+    path once more than ``q`` sources have entered (``FastConfig(stop_entered=q, relaxed=False)``,
+    ``DenseConfig(stop_entered=q, relaxed=False)``, ``GramSolver(stop_entered=q, relaxed=False)``,
+    ``CelerSolver(stop_entered=q)``):
     ``S_q`` needs nothing past that point, and the small-alpha end is the expensive part of a path. Other solvers
     (torch, dask) fit the whole grid."""
     if solver_name == "fast":
@@ -142,6 +143,10 @@ def half_solver(solver_name: str, q: int):
         from .celer_solver import CelerSolver
 
         return CelerSolver(stop_entered=int(q))
+    if solver_name == "gram":
+        from .gram import GramSolver
+
+        return GramSolver(stop_entered=int(q), relaxed=False)
     return get_solver(solver_name)
 
 
@@ -173,8 +178,9 @@ def floor_index(rss: np.ndarray, alphas: np.ndarray, floor: float, n_candidates:
 
 def _floored_entry(res, alphas, floor: float, n_candidates: int, n_rows: int) -> np.ndarray:
     """``[n_targets, n_sources]`` entry grid indices (-1: never) of a half's path, with entries past each
-    target's :func:`floor_index` removed."""
-    ent = _entry_index(res.coefs).toarray().astype(np.int64) - 1
+    target's :func:`floor_index` removed. A solver may hand the entry indices over in ``res.info["entry"]``."""
+    ent = res.info.get("entry")
+    ent = _entry_index(res.coefs).toarray().astype(np.int64) - 1 if ent is None else np.array(ent, dtype=np.int64)
     kmax = floor_index(np.asarray(res.rss, dtype=np.float64), alphas, floor, n_candidates, n_rows)
     ent[ent > kmax[:, None]] = -1
     return ent
@@ -211,14 +217,26 @@ def _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, q):
     return (np.concatenate(ts), np.concatenate(ss)) if ts else empty
 
 
-def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=None, floor=0.0, pi_thr=0.6):
+def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=None, floor=0.0, pi_thr=0.6,
+              gram_cols=None):
     """Selected (target column, source column) pairs on one half (arrays of column indices), and the same for
-    the prediction target(s) when ``y_problem`` is given (``(y index, source column)``)."""
+    the prediction target(s) when ``y_problem`` is given (``(y index, source column)``). ``gram_cols``: solver
+    ``"gram"`` on a dense design, the columns the problems use (:func:`_gram_half` fits the site targets)."""
+    empty = np.empty(0, np.int64)
+    site = None
+    if gram_cols is not None:
+        site = _gram_half(est, design, rows, gram_cols, problems, alphas, q, floor, pi_thr)
+        if y_problem is None:
+            return site[0], site[1], empty, empty
     D = design[rows]
     mean, std = column_stats(D)
     live = std > 1e-12
     safe = np.where(live, std, 1.0)
     Xs, offset = est._standardise(D, mean, safe, live)
+    ty, sy = ((empty, empty) if y_problem is None else
+              _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, y_problem["q"]))
+    if site is not None:
+        return site[0], site[1], ty, sy
     solver = half_solver(solver_name, q)
     ts, ss = [], []
     for tcols, scols in problems:
@@ -236,11 +254,39 @@ def _fit_half(est, design, rows, problems, alphas, solver_name, q, y_problem=Non
             m = np.flatnonzero(first_q(ent[j], q))
             ts.append(np.full(m.size, tcols[j]))
             ss.append(sc[m])
-    ty, sy = ((np.empty(0, np.int64), np.empty(0, np.int64)) if y_problem is None else
-              _fit_y_half(est, Xs, offset, live, rows, y_problem, alphas, solver_name, y_problem["q"]))
     if not ts:
-        return np.empty(0, np.int64), np.empty(0, np.int64), ty, sy
+        return empty, empty, ty, sy
     return np.concatenate(ts), np.concatenate(ss), ty, sy
+
+
+def _gram_half(est, design, rows, cols, problems, alphas, q, floor, pi_thr) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_fit_half`'s site targets for solver ``"gram"``: the Gram of the half's standardised ``cols`` (every
+    column a problem uses) once, then every block's stopped paths, noise floors and first-``q`` sets in one numba
+    call (:func:`circuitkit.fit.gram.select_first_q`; the same steps as the generic loop). Returns the selected
+    ``(target column, source column)`` pairs."""
+    from .gram import select_first_q
+
+    D = np.asarray(design[np.ix_(rows, cols)], dtype=np.float64)
+    mean = D.mean(axis=0)
+    A = D - mean
+    std = np.sqrt((A * A).mean(axis=0))
+    ok = std > 1e-12
+    if est.standardize:
+        A /= np.where(ok, std, 1.0)
+    G = A.T @ A
+    live = np.zeros(design.shape[1], dtype=bool)
+    live[cols] = ok
+    pos = np.full(design.shape[1], -1, dtype=np.int64)
+    pos[cols] = np.arange(cols.size)
+    blocks = []
+    for tcols, scols in problems:
+        sc, tl = scols[live[scols]], tcols[live[tcols]]
+        if sc.size and tl.size:
+            blocks.append((pos[tl], pos[sc], floor_for(floor, q, len(scols), pi_thr)))
+    counts = np.zeros((cols.size, cols.size), dtype=np.int64)
+    select_first_q(G, len(rows), blocks, alphas, q=q, tol=est.tol, counts=counts)
+    r, c = np.nonzero(counts)
+    return cols[r], cols[c]
 
 
 def default_q_y(q: int, n_candidates: int, pi_thr: float) -> int:
@@ -267,8 +313,11 @@ def stability_probabilities(est, design, problems, alphas, *, solver_name: str, 
     if y_problem is not None:
         q_y = default_q_y(q, len(y_problem["cols"]), pi_thr) if q_y is None else int(q_y)
         y_problem = {**y_problem, "q": q_y, "floor": floor_for(floor, q_y, len(y_problem["cols"]), pi_thr)}
+    gram_cols = None
+    if solver_name == "gram" and not sp.issparse(design) and problems:
+        gram_cols = np.unique(np.concatenate([np.concatenate([t, s]) for t, s in problems]))
     outs = Parallel(n_jobs=n_jobs)(delayed(_fit_half)(est, design, h, problems, np.asarray(alphas), solver_name, q,
-                                                      y_problem, float(floor), pi_thr) for h in halves)
+                                                      y_problem, float(floor), pi_thr, gram_cols) for h in halves)
     t = np.concatenate([o[0] for o in outs]) if outs else np.empty(0, np.int64)
     s = np.concatenate([o[1] for o in outs]) if outs else np.empty(0, np.int64)
     prob = sp.csr_matrix((np.full(t.size, 1.0 / len(halves)), (t, s)), shape=(n_cols, n_cols))

@@ -156,10 +156,12 @@ def test_registry_auto_rule_and_bad_options():
     assert isinstance(get_solver("fast"), FastSolver)
     assert choose_solver(sp.csc_matrix((5, 5)), 3) == "fast"
     assert choose_solver(np.zeros((5, 2000)), 1000, cuda=True) == "torch"
-    assert choose_solver(np.zeros((5, 20)), 10, cuda=False) == "celer"
+    # small dense designs (Tracr, toy-LM component sites): Gram-form coordinate descent
+    assert choose_solver(np.zeros((5, 20)), 10, cuda=False) == "gram"
+    assert choose_solver(np.zeros((500, 1999)), 32, cuda=False) == "gram"
+    assert choose_solver(np.zeros((30000, 1999)), 32, cuda=False) == "gram"
     # few rows, many dense columns (compressed component sites of a real model): the working-set solver
     assert choose_solver(np.zeros((500, 2000)), 32, cuda=False) == "dense"
-    assert choose_solver(np.zeros((500, 1999)), 32, cuda=False) == "celer"
     assert choose_solver(np.zeros((3000, 2000)), 32, cuda=False) == "celer"   # more rows than columns: not measured
     with pytest.raises(ValueError, match="max_add must be a positive int"):
         FastConfig(max_add=0)
