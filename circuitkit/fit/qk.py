@@ -141,7 +141,7 @@ def fit_qk_circuit(acts: Activations, qk: Mapping[str, Mapping[str, np.ndarray]]
         for via in (p for p in ("q", "k") if p in pathways):
             blocks = {**earlier, **{h: np.asarray(qk[h][via], dtype=np.float32) for h in heads}}
             sub = Activations(blocks, acts.index, acts.tokens, {**acts.meta, "qk_target": via})
-            circ = CircuitLasso(**params).fit(sub).circuit_
+            circ = CircuitLasso(**{**params, "targets": heads}).fit(sub).circuit_
             edges.append(circ.edges[circ.edges["target"].isin(heads)].assign(via=via))
             if circ.path is not None:
                 paths.append(circ.path[circ.path["target"].isin(heads)].assign(via=via))
