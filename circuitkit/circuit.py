@@ -6,14 +6,17 @@ Nodes
 
 * sites in computation order (:mod:`circuitkit.sites`); within a site, SAE features by index, then the
   site's error node;
+* read nodes (``kind == "read"``): what a head reads through its queries or keys, when a component fit was
+  given ``reads=`` (:meth:`circuitkit.fit.lasso.CircuitLasso.fit`), in site order;
 * prediction targets (``kind == "target"``) last.
 
-Columns: ``node`` (unique name), ``site``, ``kind`` (``"site"``, ``"feature"``, ``"error"``,
+Columns: ``node`` (unique name), ``site``, ``kind`` (``"site"``, ``"feature"``, ``"error"``, ``"read"``,
 ``"target"``), ``feature`` (feature index, ``-1`` otherwise), ``label`` (human-readable; user labels
 override automatic ones and are saved with the circuit).
 
 Node names: a component node is its site name (``"L0.H1"``); SAE feature ``p`` of site ``s`` is
-``"s/f{p}"``; the error node of ``s`` is ``"s/err"``; a prediction target is ``"y"`` or ``"y:{name}"``.
+``"s/f{p}"``; the error node of ``s`` is ``"s/err"``; a read node of head ``s`` is ``"s<q>"`` / ``"s<k>"``
+(:func:`read_node`; its ``site`` is the head); a prediction target is ``"y"`` or ``"y:{name}"``.
 
 Edges
 -----
@@ -59,6 +62,11 @@ def feature_node(site: str, feature: int) -> str:
 
 def error_node(site: str) -> str:
     return f"{site}/err"
+
+
+def read_node(site: str, pathway: str) -> str:
+    """The node of what head ``site`` reads through ``pathway`` (``"q"``, ``"k"``): ``"L1.H0<q>"``."""
+    return f"{site}<{pathway}>"
 
 
 def _as_float(x: Any) -> float:

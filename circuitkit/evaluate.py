@@ -186,7 +186,7 @@ def edge_scores(circuit: Any, *, candidates: Sequence[Edge] | None = None) -> pd
         p = path[path["score"] > 0]
         entry = p.groupby(["source", "target"])["alpha"].max()
         a_min = float(path["alpha"].min())
-        last = p[np.isclose(p["alpha"], a_min, rtol=1e-12, atol=0)].set_index(["source", "target"])["score"]
+        last = p[np.isclose(p["alpha"], a_min, rtol=1e-12, atol=0)].groupby(["source", "target"])["score"].max()
         df = pd.DataFrame({"entry": entry}).join(last.rename("last")).fillna({"last": 0.0})
         df = df.sort_values(["entry", "last"], ascending=[True, True], kind="mergesort")
         # lexicographic (entry alpha, last score) -> a strictly positive rank score; equal pairs tie

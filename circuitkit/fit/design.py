@@ -27,6 +27,7 @@ class Layout:
     node_site: list[str]
     is_target: np.ndarray          # may this node be a target?
     kind: str                      # "component" | "feature"
+    is_source: np.ndarray | None = None   # may this node be a source? (None: every node; read nodes never are)
 
 
 def column_stats(X) -> tuple[np.ndarray, np.ndarray]:

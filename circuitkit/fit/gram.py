@@ -18,11 +18,16 @@ every target of a block along the whole grid:
   gap over all of them is exact at the end of each epoch (no working set, no screening: the KKT conditions
   of every candidate are checked by construction). Warm starts along the descending grid; ``r`` is recomputed
   from ``w`` at every grid point so rounding does not drift.
-* **Stopping rule**: the duality gap is at most ``min(tol, GAP_TOL) * y'y / n`` (or ``max_epochs`` epochs), far
-  tighter than ``tol``'s meaning for ``"celer"``: an epoch costs ``O(p^2)`` at most, and on the exactly collinear
-  designs of Tracr models coordinate descent stopped at celer's ``tol`` leaves coefficients of ~1e-4 on sources
-  that the exact solution does not use (celer's working-set solver lands on the exact solution), which would
-  enter the path as edges.
+* **Stopping rule**: the duality gap is at most ``min(tol, GAP_TOL) * y'y / n``, far tighter than ``tol``'s
+  meaning for ``"celer"``: an epoch costs ``O(p^2)`` at most, and on the exactly collinear designs of Tracr models
+  coordinate descent stopped at celer's ``tol`` leaves coefficients of ~1e-4 on sources that the exact solution
+  does not use (celer's working-set solver lands on the exact solution), which would enter the path as edges.
+  Where the gap stalls above that (near-copies among the sources leave a floor around 1e-11) for
+  ``STALL_EPOCHS`` epochs, the point stops once its gap is within ``tol * y'y / n``; ``max_epochs`` bounds the rest.
+* **Exact steps** (:func:`_k_orthant_step`): once coordinate descent keeps its sign pattern for two epochs, a
+  Newton step on that orthant (or, on an exactly collinear support, a move along a null direction that lowers
+  the l1 norm at a constant fit) finishes the point; coordinate descent alone needs thousands of epochs on the
+  noise-free, collinear designs of Tracr models (e.g. a head's query vectors).
 * **Relaxed residuals.** ``info["relaxed_rss"]``: the OLS refit RSS on each support, a least-squares solve of
   ``H_SS b = C_S`` (minimum norm when the support is collinear, as :func:`circuitkit.fit.select.relaxed_rss`),
   computed once per distinct support.
@@ -57,8 +62,10 @@ from .solvers import COEF_RTOL, DenseCoefs, PathResult, register_solver
 MAX_EPOCHS = 10_000
 #: the duality gap a grid point is solved to, relative to ``y'y / n`` (module docstring, "Stopping rule")
 GAP_TOL = 1e-12
+#: epochs without the gap falling by 10% after which a grid point stops, if its gap is within the caller's ``tol``
+STALL_EPOCHS = 50
 
-_KERNEL_NAMES = ["_k_relaxed", "_k_grad", "_k_gap", "_k_paths", "_k_select"]
+_KERNEL_NAMES = ["_k_relaxed", "_k_grad", "_k_gap", "_k_orthant_step", "_k_paths", "_k_select"]
 _COMPILED = False
 _COMPILE_LOCK = threading.Lock()
 
@@ -136,8 +143,97 @@ def _k_gap(C, j, w, r, yty, a):
     return rss_n / 2.0 + a * l1 - (sc * (yty - cw) - sc * sc * rss_n / 2.0), rss_n
 
 
-def _k_paths(H, C, yty, alphas, tol, max_epochs, stop_entered, relaxed, rtol, n_rows,
-             W, rss, gaps, rel, ent, skipped):
+def _k_orthant_step(H, C, j, w, r, a):
+    """One exact step of the Lasso restricted to the orthant of ``w``'s sign pattern ``S``, or ``False``.
+
+    * ``H_SS`` singular with a null vector ``v`` (``X_S v = 0``) not orthogonal to ``sign(w_S)``: ``w_S`` moves along
+      ``v`` in the direction that lowers ``||w||_1`` until a coefficient reaches zero. The fitted values do not
+      change, so the objective falls and the support loses a column.
+    * Otherwise a Newton step: towards the minimum-norm solution ``x`` of ``H_SS x = C_S - a sign(w_S)`` (the
+      minimiser of the objective on that face of the orthant), stopping where the objective along the step is
+      least or where a coefficient reaches zero.
+
+    Either way the objective never rises and a coefficient that reaches zero is set to zero exactly. Coordinate
+    descent alone takes thousands of epochs on the exactly collinear, noise-free designs of Tracr models (query
+    targets are exact linear functions of the residual). Returns whether ``w`` moved (``r`` is updated)."""
+    p = w.size
+    m = 0
+    for i in range(p):
+        if w[i] != 0.0:
+            m += 1
+    if m == 0:
+        return False
+    idx = np.empty(m, dtype=np.int64)
+    m = 0
+    for i in range(p):
+        if w[i] != 0.0:
+            idx[m] = i
+            m += 1
+    A = np.empty((m, m))
+    b = np.empty(m)
+    for u in range(m):
+        b[u] = C[idx[u], j] - (a if w[idx[u]] > 0.0 else -a)
+        for e in range(m):
+            A[u, e] = H[idx[u], idx[e]]
+    U, sv, Vt = np.linalg.svd(A)
+    cut = 1e-10 * max(sv[0], 1e-300)
+    d = np.zeros(m)
+    null_move = False
+    for q in range(m):   # a null direction of H_SS that the l1 norm is not flat along: the fit stays, l1 falls
+        if sv[q] > cut:
+            continue
+        sd = 0.0
+        for u in range(m):
+            sd += (1.0 if w[idx[u]] > 0.0 else -1.0) * Vt[q, u]
+        if abs(sd) > 1e-9:
+            for u in range(m):
+                d[u] = -Vt[q, u] if sd > 0.0 else Vt[q, u]
+            null_move = True
+            break
+    if null_move:
+        t = np.inf
+    else:            # Newton: towards the minimum-norm solution of H_SS x = b (b is in the range of H_SS here)
+        for q in range(m):
+            if sv[q] <= cut:
+                continue
+            coef = 0.0
+            for u in range(m):
+                coef += U[u, q] * b[u]
+            coef /= sv[q]
+            for u in range(m):
+                d[u] += coef * Vt[q, u]
+        for u in range(m):
+            d[u] -= w[idx[u]]
+        slope = 0.0      # directional derivative of the objective along d (smooth part -r, l1 part a sign)
+        for u in range(m):
+            slope += d[u] * ((a if w[idx[u]] > 0.0 else -a) - r[idx[u]])
+        if not slope < 0.0:
+            return False
+        curv = 0.0
+        for u in range(m):
+            for e in range(m):
+                curv += d[u] * A[u, e] * d[e]
+        t = 1.0
+        if curv > 0.0:
+            t = min(t, -slope / curv)
+    hit = -1
+    for u in range(m):   # stay in the orthant: the first coefficient to reach zero stops the step
+        wu = w[idx[u]]
+        if d[u] != 0.0 and (wu > 0.0) != (d[u] > 0.0) and -wu / d[u] < t:
+            t = -wu / d[u]
+            hit = u
+    if t <= 0.0 or t == np.inf:
+        return False
+    for u in range(m):
+        w[idx[u]] += t * d[u]
+    if hit >= 0:
+        w[idx[hit]] = 0.0
+    _k_grad(H, C, j, w, r)
+    return True
+
+
+def _k_paths(H, C, yty, alphas, tol, tol_stall, max_epochs, stop_entered, relaxed, rtol, n_rows,
+             W, rss, gaps, rel, ent, skipped, epochs):
     """The path of every column of ``C`` (module docstring). ``H [p, p] = A'A/n``, ``C [p, t] = A'Y/n``,
     ``yty [t] = y'y/n``. Writes ``W [n_alphas, t, p]``, and ``rss``/``gaps``/``rel`` ``[n_alphas, t]`` in units of
     ``1/n`` (the caller multiplies by ``n``), ``ent [t, p]`` entry grid indices (-1: never) and ``skipped [t]``."""
@@ -172,9 +268,21 @@ def _k_paths(H, C, yty, alphas, tol, max_epochs, stop_entered, relaxed, rtol, n_
             a = alphas[k]
             _k_grad(H, C, j, w, r)
             gap, rss_n = _k_gap(C, j, w, r, yty[j], a)
+            quiet = 0
+            best = gap
+            since = 0
             for _ep in range(max_epochs):
+                epochs[k, j] += 1
                 if gap <= tol * yty[j]:
                     break
+                if gap < 0.9 * best:
+                    best = gap
+                    since = 0
+                else:
+                    since += 1
+                    if since >= STALL_EPOCHS and gap <= tol_stall * yty[j]:
+                        break   # no progress at this precision, and within the caller's tolerance
+                flipped = False
                 for i in range(p):
                     h = H[i, i]
                     if h <= 0.0:
@@ -188,10 +296,16 @@ def _k_paths(H, C, yty, alphas, tol, max_epochs, stop_entered, relaxed, rtol, n_
                         nw = 0.0
                     d = nw - w[i]
                     if d != 0.0:
+                        if (nw > 0.0) != (w[i] > 0.0) or (nw < 0.0) != (w[i] < 0.0):
+                            flipped = True
                         for m in range(p):
                             r[m] -= d * H[i, m]
                         w[i] = nw
                 gap, rss_n = _k_gap(C, j, w, r, yty[j], a)
+                quiet = 0 if flipped else quiet + 1
+                if quiet >= 2 and gap > tol * yty[j] and _k_orthant_step(H, C, j, w, r, a):
+                    gap, rss_n = _k_gap(C, j, w, r, yty[j], a)
+                    quiet = 0
             wmax = 0.0
             for i in range(p):
                 wmax = max(wmax, abs(w[i]))
@@ -217,7 +331,7 @@ def _k_paths(H, C, yty, alphas, tol, max_epochs, stop_entered, relaxed, rtol, n_
                 stopped = True
 
 
-def _k_select(G, n_rows, t_ptr, t_idx, s_ptr, s_idx, floors, alphas, tol, max_epochs, q, rtol, counts):
+def _k_select(G, n_rows, t_ptr, t_idx, s_ptr, s_idx, floors, alphas, tol, tol_stall, max_epochs, q, rtol, counts):
     """Stability selection on one half-sample, every block in one call: ``G`` is the Gram ``A'A`` of the half's
     standardised design (all columns), block ``b`` has targets ``t_idx[t_ptr[b]:t_ptr[b+1]]`` and candidate
     sources ``s_idx[s_ptr[b]:s_ptr[b+1]]`` (columns of ``G``), ``floors[b]`` its noise-floor multiplier. Each target's
@@ -248,7 +362,9 @@ def _k_select(G, n_rows, t_ptr, t_idx, s_ptr, s_idx, floors, alphas, tol, max_ep
         rel = np.zeros((n_alpha, t))
         ent = np.empty((t, p), dtype=np.int64)
         skipped = np.zeros(t, dtype=np.bool_)
-        _k_paths(H, C, yty, alphas, tol, max_epochs, q, False, rtol, n_rows, W, rss, gaps, rel, ent, skipped)
+        epochs = np.zeros((n_alpha, t), dtype=np.int64)
+        _k_paths(H, C, yty, alphas, tol, tol_stall, max_epochs, q, False, rtol, n_rows, W, rss, gaps, rel, ent, skipped,
+                 epochs)
         lam0 = math.sqrt(2.0 * math.log(max(p, 2)) / n_rows)
         cum = np.zeros(n_alpha, dtype=np.int64)
         for j in range(t):
@@ -347,14 +463,16 @@ class GramSolver:
         rss, gaps, rel = np.zeros((nA, t)), np.zeros((nA, t)), np.zeros((nA, t))
         ent = np.empty((t, p), dtype=np.int64)
         skipped = np.zeros(t, dtype=np.bool_)
+        epochs = np.zeros((nA, t), dtype=np.int64)
         if t and p:
-            _kernels()["_k_paths"](H, C, yty, alphas, min(float(tol), GAP_TOL), self.max_epochs, self.stop_entered, self.relaxed,
-                                   COEF_RTOL, n, W, rss, gaps, rel, ent, skipped)
+            _kernels()["_k_paths"](H, C, yty, alphas, min(float(tol), GAP_TOL), float(tol), self.max_epochs,
+                                   self.stop_entered,
+                                   self.relaxed, COEF_RTOL, n, W, rss, gaps, rel, ent, skipped, epochs)
         else:
             ent[:] = -1
             rss[:] = yty[None, :]
             rel[:] = yty[None, :]
-        info = {"relaxed_rss": rel * n, "entry": ent, "n_skipped": int(skipped.sum())}
+        info = {"relaxed_rss": rel * n, "entry": ent, "n_skipped": int(skipped.sum()), "epochs": epochs}
         return PathResult(alphas, DenseCoefs(W), rss * n, gaps * n, skipped, self.name, info)
 
 
@@ -374,7 +492,8 @@ def select_first_q(gram: np.ndarray, n_rows: int, blocks: Sequence[tuple[np.ndar
     np.cumsum([len(s) for _, s, _ in blocks], out=s_ptr[1:])
     floors = np.array([f for _, _, f in blocks], dtype=np.float64)
     _kernels()["_k_select"](np.ascontiguousarray(gram, dtype=np.float64), int(n_rows), t_ptr, t_idx, s_ptr, s_idx,
-                            floors, np.asarray(alphas, dtype=np.float64), min(float(tol), GAP_TOL), int(max_epochs), int(q),
+                            floors, np.asarray(alphas, dtype=np.float64), min(float(tol), GAP_TOL), float(tol),
+                            int(max_epochs), int(q),
                             COEF_RTOL, counts)
 
 

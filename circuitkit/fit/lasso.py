@@ -59,7 +59,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -71,7 +71,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ..activations import Activations, check_finite
-from ..circuit import Circuit, error_node, feature_node
+from ..circuit import Circuit, error_node, feature_node, read_node
 from ..features import Features
 from ..sites import COMPONENT_KINDS, parse_site
 from . import select
@@ -372,7 +372,8 @@ class CircuitLasso(BaseEstimator):
             number("stability_floor", self.stability_floor, lo=0.0, inclusive=True)
 
     # -- design ----------------------------------------------------------------------------------------
-    def _layout_components(self, acts: Activations, *, has_y: bool = False) -> tuple[Layout, Any]:
+    def _layout_components(self, acts: Activations, *, has_y: bool = False,
+                           reads: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Layout, Any]:
         if self.sites is not None:
             sites = [s for s in acts.sites if s in set(self.sites)]
             missing = set(self.sites) - set(acts.sites)
@@ -385,17 +386,26 @@ class CircuitLasso(BaseEstimator):
         if len(sites) < (1 if has_y else 2):
             raise ValueError(f"component-level fitting needs at least 2 sites (1 with a prediction target y), "
                              f"got {sites}")
+        names, node_site, kinds = list(sites), list(sites), ["site"] * len(sites)
+        arrays = [acts[s] for s in sites]
+        for head, block in _read_blocks(reads, sites, acts.n_rows):
+            for via, a in block:
+                names.append(read_node(head, via))
+                node_site.append(head)
+                kinds.append("read")
+                arrays.append(a)
         blocks, col_node, node_cols, start = [], [], [], 0
-        for i, s in enumerate(sites):
-            a = acts[s]
-            check_finite(s, a)
+        for i, (name, a) in enumerate(zip(names, arrays)):
+            check_finite(name, a)
             blocks.append(a.astype(np.float64))
             node_cols.append(np.arange(start, start + a.shape[1]))
             col_node.append(np.full(a.shape[1], i))
             start += a.shape[1]
-        nodes = pd.DataFrame({"node": sites, "site": sites, "kind": "site", "feature": -1, "label": ""})
-        layout = Layout(nodes, np.concatenate(col_node), node_cols, [parse_site(s).rank for s in sites], sites,
-                         np.array([parse_site(s).kind != "embed" for s in sites]), "component")
+        nodes = pd.DataFrame({"node": names, "site": node_site, "kind": kinds, "feature": -1, "label": ""})
+        is_read = np.array([k == "read" for k in kinds])
+        layout = Layout(nodes, np.concatenate(col_node), node_cols, [parse_site(s).rank for s in node_site],
+                        node_site, np.array([parse_site(s).kind != "embed" for s in node_site]), "component",
+                        ~is_read)
         return layout, np.hstack(blocks)
 
     def _layout_features(self, feats: Features, *, has_y: bool = False) -> tuple[Layout, Any]:
@@ -441,26 +451,37 @@ class CircuitLasso(BaseEstimator):
         return layout, sp.hstack(blocks, format="csc")
 
     def _sources_for(self, layout: Layout, target_rank: tuple) -> np.ndarray:
-        ranks = sorted({r for r in layout.node_rank if r < target_rank})
+        src = layout.is_source
+        ranks = sorted({r for i, r in enumerate(layout.node_rank) if r < target_rank and (src is None or src[i])})
         if not ranks:
             return np.array([], dtype=np.int64)
         mode = self.predecessors
         if mode == "auto":
             mode = "all" if layout.kind == "component" else "adjacent"
         keep = set(ranks) if mode == "all" else {ranks[-1]}
-        return np.array([i for i, r in enumerate(layout.node_rank) if r in keep], dtype=np.int64)
+        return np.array([i for i, r in enumerate(layout.node_rank) if r in keep and (src is None or src[i])],
+                        dtype=np.int64)
 
     # -- fitting -----------------------------------------------------------------------------------------
-    def fit(self, X: Activations | Features, y: Any = None) -> CircuitLasso:
+    def fit(self, X: Activations | Features, y: Any = None, *,
+            reads: Mapping[str, Mapping[str, Any]] | None = None) -> CircuitLasso:
         """Fit on captured activations (component level) or SAE features (feature level); with ``y``,
-        also fit the prediction target(s). Returns ``self``; the result is ``self.circuit_``."""
+        also fit the prediction target(s). Returns ``self``; the result is ``self.circuit_``.
+
+        ``reads`` (component level): ``{head site: {pathway: [rows, d] array}}``, what a head *reads* besides the
+        output it writes, e.g. its queries and keys (:func:`circuitkit.fit.qk.capture_qk`). Each array is one more
+        target node ``"L1.H0<q>"`` (kind ``"read"``, :func:`circuitkit.circuit.read_node`), regressed on the sites
+        before its head like the head's own output, and never a source. The alpha grid comes from the site
+        targets alone, so the sites' path and circuit are those of a fit without ``reads``."""
         self._validate_params()
         t0 = time.perf_counter()
         if isinstance(X, Features):
+            if reads:
+                raise ValueError("reads= are head inputs of a component-level fit; pass Activations, not Features")
             layout, design = self._layout_features(X, has_y=y is not None)
             n_rows = X.n_rows
         elif isinstance(X, Activations):
-            layout, design = self._layout_components(X, has_y=y is not None)
+            layout, design = self._layout_components(X, has_y=y is not None, reads=reads)
             n_rows = X.n_rows
         else:
             raise ValueError(f"fit expects Activations or Features, got {type(X).__name__}")
@@ -496,6 +517,7 @@ class CircuitLasso(BaseEstimator):
                                  f"{sorted(set(layout.node_site))}")
         groups: dict[tuple, list[int]] = {}
         skipped: dict[str, str] = {}
+        kinds = layout.nodes["kind"].to_numpy()
         for i, cols in enumerate(layout.node_cols):
             if not layout.is_target[i] or self.targets == "y":
                 continue
@@ -509,7 +531,8 @@ class CircuitLasso(BaseEstimator):
             if nnz_frac is not None and nnz_frac[live].max() < self.min_target_freq:
                 skipped[name] = f"active in < {self.min_target_freq:.2%} of rows"
                 continue
-            groups.setdefault((layout.node_rank[i], layout.node_site[i]), []).extend(live.tolist())
+            read = name if kinds[i] == "read" else ""   # a read node is a target block of its own
+            groups.setdefault((layout.node_rank[i], layout.node_site[i], read), []).extend(live.tolist())
 
         y_info = self._prepare_y(y, n_rows) if y is not None else None
         self.collinear_sources_ = _collinear_groups(layout, design, std, alive)
@@ -529,7 +552,8 @@ class CircuitLasso(BaseEstimator):
         # standardised design
         Xs, offset = self._standardise(design, mean, std, alive)
         problems = []
-        for (rank, _site), tcols in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        read_problem = []   # problems whose targets are read nodes (they do not set the alpha grid)
+        for (rank, _site, read), tcols in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2])):
             src_nodes = self._sources_for(layout, rank)
             if src_nodes.size == 0:
                 continue
@@ -538,6 +562,7 @@ class CircuitLasso(BaseEstimator):
             if scols.size == 0:
                 continue
             problems.append((np.asarray(tcols), scols))
+            read_problem.append(bool(read))
         t_coll = time.perf_counter()
         self.collinear_sites_ = _collinear_sites(layout, design, mean, alive, problems)
         if self.collinear_sites_ is not None and len(self.collinear_sites_):
@@ -564,7 +589,8 @@ class CircuitLasso(BaseEstimator):
                 columns=["group", "column", "node", "sign"])
         if solver_name not in ("dense", "gram"):
             gram = None  # only those two solvers read it
-        alphas = self._grid(Xs, offset, fit_problems, y_info, n_rows, design, mean, std)
+        grid_problems = [p for p, r in zip(fit_problems, read_problem) if not r] or fit_problems
+        alphas = self._grid(Xs, offset, grid_problems, y_info, n_rows, design, mean, std)
 
         if self.backend == "dask":
             from .distributed import DaskSolver
@@ -1028,6 +1054,32 @@ class CircuitLasso(BaseEstimator):
         return y_info["names"], out, sel
 
 
+def _read_blocks(reads, sites: Sequence[str], n_rows: int) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
+    """``reads`` checked and ordered: ``[(head, [(pathway, [n_rows, d] array), ...]), ...]`` in site order, pathways
+    sorted."""
+    if reads is None:
+        return []
+    if not isinstance(reads, Mapping):
+        raise TypeError(f"reads must map head sites to {{pathway: array}}, got {type(reads).__name__}")
+    out = []
+    for head, block in reads.items():
+        if head not in sites or parse_site(head).kind != "head":
+            raise ValueError(f"reads has {head!r}, which is not a head site of this fit (sites: {list(sites)})")
+        if not isinstance(block, Mapping) or not block:
+            raise TypeError(f"reads[{head!r}] must map pathway names (e.g. 'q', 'k') to arrays, got {block!r}")
+        arrays = []
+        for via in sorted(block):
+            if not isinstance(via, str) or not via.isidentifier():
+                raise ValueError(f"reads[{head!r}] pathway names are identifiers like 'q' or 'k', got {via!r}")
+            a = np.asarray(block[via])
+            if a.ndim != 2 or a.shape[0] != n_rows:
+                raise ValueError(f"reads[{head!r}][{via!r}] must be [{n_rows}, d] (one row per captured row), "
+                                 f"got shape {a.shape}")
+            arrays.append((via, a))
+        out.append((head, arrays))
+    return sorted(out, key=lambda hb: list(sites).index(hb[0]))
+
+
 def _triplets(m: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(rows, cols, values)`` of a sparse matrix in its stored (row-major for CSR) order, like ``m.tocoo()``
     without building a COO matrix."""
@@ -1090,13 +1142,16 @@ def _collinear_sites(layout: Layout, design: Any, mean: np.ndarray, alive: np.nd
         logger.info("CircuitLasso: collinearity check skipped (%d rows x %d live columns; collinear_sites_ = None)",
                     design.shape[0], n_live)
         return None
+    nodes = np.arange(len(layout.node_cols)) if layout.is_source is None else np.flatnonzero(layout.is_source)
+    pos = {int(i): k for k, i in enumerate(nodes)}
     used = np.unique(np.concatenate([layout.col_node[scols] for _, scols in problems]))
     blocks = []
-    for cols in layout.node_cols:
+    for i in nodes:
+        cols = layout.node_cols[i]
         live = cols[alive[cols]]
         blocks.append(design[:, live] - mean[live])
-    names = layout.nodes["node"].tolist()
-    return collinear_blocks(blocks, names, check=used.tolist(), r2_threshold=COLLINEAR_R2)
+    names = layout.nodes["node"].to_numpy()[nodes].tolist()
+    return collinear_blocks(blocks, names, check=[pos[int(i)] for i in used], r2_threshold=COLLINEAR_R2)
 
 
 def _collinear_groups(layout: Layout, design: Any, std: np.ndarray, alive: np.ndarray) -> list[list[str]]:

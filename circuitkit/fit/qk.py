@@ -8,16 +8,17 @@ linear map of the residual the head reads, so they are fitted here as extra targ
 
 * :func:`capture_qk` records every head's query and key vector (``[rows, d_head]`` each) at the rows of a
   captured :class:`~circuitkit.activations.Activations` (aligned by ``acts.index`` prompt and position).
-* :func:`fit_qk_circuit` fits the usual :class:`~circuitkit.fit.lasso.CircuitLasso` on the site outputs
-  (pathway ``"v"``: the head's output, its values and whatever of its pattern a linear fit sees). Then, for
-  each layer and for ``"q"`` and ``"k"``, it fits the same estimator on the earlier sites' outputs with that
-  layer's heads' outputs replaced by their queries (keys). It keeps the edges into those heads.
+* :func:`fit_qk_circuit` fits one :class:`~circuitkit.fit.lasso.CircuitLasso` on the site outputs (pathway
+  ``"v"``: the head's output, its values and whatever of its pattern a linear fit sees) with every head's
+  query and key vectors as extra targets (``fit(acts, reads=...)``: read nodes ``"L1.H0<q>"``, regressed on the
+  sites before the head, never sources). The alpha grid comes from the site targets, so the ``"v"`` edges are
+  those of the plain fit.
 
 **Merge rule.** ``circuit.edges`` has one row per ``(source, target)``. Its ``score`` and ``weight`` come
 from the pathway with the largest score. ``via`` names every pathway that selected the edge, joined by
 ``"+"`` in the order ``v, q, k`` (e.g. ``"q"``, ``"v+k"``). ``circuit.path`` keeps one row per pathway,
 with its own ``via``. Path ranking (:func:`circuitkit.evaluate.edge_scores`) takes each edge's largest entry
-alpha over the pathways. That is comparable across fits because every fit standardises its columns.
+alpha over the pathways (one fit, one grid; every target is standardised).
 
 Only Tracr models (:class:`~circuitkit.models.tracr.TracrTransformer`) are supported for now. Their heads
 expose ``W_Q``/``W_K`` and read the residual directly (no layer norm). Other architectures raise
@@ -34,7 +35,7 @@ import pandas as pd
 import torch
 
 from ..activations import Activations
-from ..circuit import Circuit
+from ..circuit import Circuit, read_node
 from ..runtime.interventions import Record, hooked
 from ..sites import parse_site
 
@@ -83,14 +84,18 @@ def capture_qk(model: Any, inputs: Sequence[Sequence[int]] | torch.Tensor, *, ac
     d_head = {layer: mod.layers[layer].attn.d_head for layer in layers}
     out = {h: {"q": np.zeros((len(prompts), d_head[p.layer]), np.float32),
                "k": np.zeros((len(prompts), d_head[p.layer]), np.float32)} for h, p in parsed.items()}
-    need = pd.Series(np.arange(len(prompts))).groupby(prompts).apply(list).to_dict()
-    by_len: dict[int, list[int]] = {}
-    for i in need:
-        by_len.setdefault(len(rows[i]), []).append(int(i))
+    # the prompts the rows need, batched by length; each row's slot in its batch
+    need = np.unique(prompts)
+    lengths = np.array([len(rows[i]) for i in need], dtype=np.int64)
+    slot = np.full(max(len(rows), 1), -1, dtype=np.int64)
     # a Tracr head reads its block's input (no layer norm): L{layer}.resid_pre, recorded by the runtime's hooks
     reads = {layer: f"L{layer}.resid_pre" for layer in layers}
     with hooked(mod, [Record(site) for site in reads.values()]) as state:
-        for idx in by_len.values():
+        for length in np.unique(lengths):
+            idx = need[lengths == length]
+            slot[idx] = np.arange(idx.size)
+            r = np.flatnonzero(np.isin(prompts, idx))
+            b, pos = slot[prompts[r]], positions[r]
             state.clear()
             mod(torch.tensor([rows[i] for i in idx], dtype=torch.long))
             for layer in layers:
@@ -98,22 +103,19 @@ def capture_qk(model: Any, inputs: Sequence[Sequence[int]] | torch.Tensor, *, ac
                 q = attn._heads(x, attn.W_Q, attn.b_Q).float().numpy()  # [b, pos, head, d_head]
                 k = attn._heads(x, attn.W_K, attn.b_K).float().numpy()
                 for h, p in parsed.items():
-                    if p.layer != layer:
-                        continue
-                    for b, i in enumerate(idx):
-                        r = np.asarray(need[i])
-                        out[h]["q"][r] = q[b, positions[r], p.head]
-                        out[h]["k"][r] = k[b, positions[r], p.head]
+                    if p.layer == layer:
+                        out[h]["q"][r] = q[b, pos, p.head]
+                        out[h]["k"][r] = k[b, pos, p.head]
     return out
 
 
 def fit_qk_circuit(acts: Activations, qk: Mapping[str, Mapping[str, np.ndarray]], *,
                    pathways: Sequence[str] = PATHWAYS, **params: Any) -> Circuit:
-    """CircuitLasso with query/key pathways (module docstring: the fits and the merge rule).
+    """CircuitLasso with query/key pathways (module docstring: the fit and the merge rule).
 
-    ``qk``: :func:`capture_qk`'s output. ``pathways``: a subset of ``("v", "q", "k")``. ``params`` go to
-    every :class:`~circuitkit.fit.lasso.CircuitLasso` fit. Returns the merged circuit, with ``via`` on edges
-    and path rows and ``meta["pathways"]``.
+    ``qk``: :func:`capture_qk`'s output. ``pathways``: a subset of ``("v", "q", "k")``. ``params`` go to the
+    :class:`~circuitkit.fit.lasso.CircuitLasso`. Returns the merged circuit, with ``via`` on edges and path rows
+    and ``meta["pathways"]``.
     """
     from .lasso import CircuitLasso
 
@@ -121,41 +123,34 @@ def fit_qk_circuit(acts: Activations, qk: Mapping[str, Mapping[str, np.ndarray]]
     bad = [p for p in pathways if p not in PATHWAYS]
     if bad or not pathways:
         raise ValueError(f"pathways must be a non-empty subset of {PATHWAYS}, got {pathways}")
-    edges, paths = [], []
-    base = CircuitLasso(**params).fit(acts).circuit_
-    if "v" in pathways:
-        edges.append(base.edges.assign(via="v"))
-        if base.path is not None:
-            paths.append(base.path.assign(via="v"))
-    layers: dict[int, list[str]] = {}
     for h in qk:
         p = parse_site(h)
         if p.kind != "head" or h not in acts.sites:
             raise ValueError(f"qk has {h!r}, which is not a head site of acts (sites: {acts.sites})")
-        layers.setdefault(p.layer, []).append(h)
-    for layer, heads in sorted(layers.items()):
-        rank = parse_site(heads[0]).rank
-        earlier = {s: acts[s] for s in acts.sites if parse_site(s).rank < rank}
-        if not earlier:
-            continue
-        for via in (p for p in ("q", "k") if p in pathways):
-            blocks = {**earlier, **{h: np.asarray(qk[h][via], dtype=np.float32) for h in heads}}
-            sub = Activations(blocks, acts.index, acts.tokens, {**acts.meta, "qk_target": via})
-            circ = CircuitLasso(**{**params, "targets": heads}).fit(sub).circuit_
-            edges.append(circ.edges[circ.edges["target"].isin(heads)].assign(via=via))
-            if circ.path is not None:
-                paths.append(circ.path[circ.path["target"].isin(heads)].assign(via=via))
-    e = pd.concat(edges, ignore_index=True) if edges else base.edges.iloc[:0].assign(via="")
+    reads = {h: {via: np.asarray(qk[h][via], dtype=np.float32) for via in ("q", "k") if via in pathways}
+             for h in qk}
+    reads = {h: r for h, r in reads.items() if r}
+    circ = CircuitLasso(**params).fit(acts, reads=reads or None).circuit_
+    names = {read_node(h, via): (h, via) for h, r in reads.items() for via in r}
+
+    def split(frame: pd.DataFrame) -> pd.DataFrame:
+        """Edges into read nodes become edges into their head, with ``via`` the pathway."""
+        head = frame["target"].map(lambda t: names.get(t, (t, "v")))
+        out = frame.assign(target=[h for h, _ in head], via=[v for _, v in head])
+        return out[out["via"].isin(pathways)]
+
+    e = split(circ.edges)
     order = {p: i for i, p in enumerate(PATHWAYS)}
     merged = []
-    for (u, v), g in e.groupby(["source", "target"], sort=False):
+    for (_u, _v), g in e.groupby(["source", "target"], sort=False):
         best = g.loc[g["score"].idxmax()]
         vias = "+".join(sorted(set(g["via"]), key=order.__getitem__))
         merged.append({**{c: best[c] for c in e.columns if c != "via"}, "via": vias})
     edge_df = pd.DataFrame(merged, columns=list(e.columns)) if merged else e
-    path = pd.concat(paths, ignore_index=True) if paths else None
-    meta = {**base.meta, "pathways": pathways, "qk": True}
-    return Circuit(base.nodes, edge_df, path, meta)
+    path = None if circ.path is None else split(circ.path)
+    nodes = circ.nodes[circ.nodes["kind"] != "read"]
+    meta = {**circ.meta, "pathways": pathways, "qk": True}
+    return Circuit(nodes, edge_df, path, meta)
 
 
 __all__ = ["PATHWAYS", "capture_qk", "fit_qk_circuit"]
