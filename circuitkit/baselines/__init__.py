@@ -4,7 +4,9 @@ Every method has the signature ``method(model, clean, corrupt, *, sites=None, ou
 -> Circuit`` (``clean``/``corrupt``: ``[batch, pos]`` token ids or lists of such batches, paired row by
 row; observational methods ignore ``corrupt``). Registered names:
 
-* ``"circuitlasso"``: :func:`circuitkit.baselines.eap.circuitlasso` (capture + CircuitLasso);
+* ``"circuitlasso"``: :func:`circuitkit.baselines.eap.circuitlasso` (capture + CircuitLasso; on Tracr models it
+  also fits the heads' queries and keys, ``qk="auto"``);
+* ``"circuitlasso-v"``: ``circuitlasso`` with ``qk=False`` (site outputs only);
 * ``"circuitlasso-group"``: :func:`circuitkit.baselines.group.circuitlasso_group` (capture +
   GroupCircuitLasso: one group-Lasso fit per target site over PCA-compressed source sites);
 * ``"circuitlasso-qk"``: ``circuitlasso`` with ``qk=True`` (also fits heads' queries and keys:
@@ -31,6 +33,7 @@ _BUILTIN = {
     "circuitlasso": ("circuitkit.baselines.eap", "circuitlasso"),
     "circuitlasso-group": ("circuitkit.baselines.group", "circuitlasso_group"),
     "circuitlasso-qk": ("circuitkit.baselines.eap", "circuitlasso_qk"),
+    "circuitlasso-v": ("circuitkit.baselines.eap", "circuitlasso_v"),
     "eap": ("circuitkit.baselines.eap", "eap"),
     "eap-ig": ("circuitkit.baselines.eap", "eap_ig"),
     "patching": ("circuitkit.baselines.eap", "activation_patching"),

@@ -42,7 +42,7 @@ from torch import Tensor
 from ..circuit import Circuit
 from ..evaluate import candidate_edges
 from ..runtime.split import answer_targets, input_gradients, run_components, task_metric
-from ..sites import circuit_positions
+from ..sites import circuit_positions, parse_site
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ def _attribution(model: Any, clean: Any, corrupt: Any, *, sites: Sequence[str] |
 
 
 def circuitlasso_qk(model: Any, clean: Any, corrupt: Any = None, **params: Any) -> Circuit:
-    """:func:`circuitlasso` with ``qk=True`` (query/key pathways; Tracr models only), registered as
-    ``"circuitlasso-qk"``."""
+    """:func:`circuitlasso` with ``qk=True`` (query/key pathways; Tracr models only, ``TypeError`` otherwise),
+    registered as ``"circuitlasso-qk"``."""
     circ = circuitlasso(model, clean, corrupt, qk=True, **params)
     circ.meta["method"] = "circuitlasso-qk"
     return circ
@@ -245,30 +245,48 @@ def _observational_capture(model: Any, clean: Any, *, sites: Sequence[str] | Non
 
 def circuitlasso(model: Any, clean: Any, corrupt: Any = None, *, sites: Sequence[str] | None = None,
                  output_kind: OutputKind = "categorical", skip_first: int = 1, batch_size: int = 256,
-                 progress: bool = False, qk: bool = False, **lasso_params: Any) -> Circuit:
+                 progress: bool = False, qk: bool | Literal["auto"] = "auto", **lasso_params: Any) -> Circuit:
     """CircuitLasso on the clean prompts only (observational: ``corrupt`` is ignored).
-
-    ``qk=True`` also fits every head's query and key vectors as targets and merges the edges found
-    through them (:mod:`circuitkit.fit.qk`; edges get a ``via`` column, e.g. ``"v+q"``). Tracr models only.
 
     Captures ``sites`` at every position after the first ``skip_first`` (BOS) with
     :func:`circuitkit.capture` and fits :class:`~circuitkit.fit.lasso.CircuitLasso` with its defaults
     (``lasso_params`` override them); ``batch_size`` prompts per nnsight trace, as for the attribution
     methods. ``output_kind`` is unused (no metric). The result keeps the regularisation path, which
     :func:`circuitkit.evaluate.edge_scores` uses to rank candidates.
+
+    ``qk``: also fit every head's query and key vectors as targets and merge the edges found through them
+    (:mod:`circuitkit.fit.qk`; edges get a ``via`` column, e.g. ``"v+q"``). ``"auto"`` (default): on for models
+    whose heads' queries and keys circuitkit can record (Tracr models; :func:`circuitkit.fit.qk.supports_qk`), off
+    otherwise; ``True`` insists (``TypeError`` for other models); ``False``: site outputs only (what
+    ``CircuitLasso().fit(ck.capture(...))`` fits). The same circuit from captured activations:
+    ``fit_qk_circuit(acts, capture_qk(model, ids, acts=acts))``.
     """
     from ..fit.lasso import CircuitLasso
+    from ..fit.qk import supports_qk
 
+    if qk not in (True, False, "auto"):
+        raise ValueError(f"qk must be True, False or 'auto', got {qk!r}")
     t0 = time.perf_counter()
     acts, rows = _observational_capture(model, clean, sites=sites, skip_first=skip_first, batch_size=batch_size)
+    if qk == "auto":
+        qk = supports_qk(model) and any(parse_site(s).kind == "head" for s in acts.sites)
     if qk:
         from ..fit.qk import capture_qk, fit_qk_circuit
 
         circ = fit_qk_circuit(acts, capture_qk(model, rows, acts=acts), progress=progress, **lasso_params)
     else:
         circ = CircuitLasso(progress=progress, **lasso_params).fit(acts).circuit_
-    circ.meta.update({"method": "circuitlasso", "seconds": time.perf_counter() - t0, "n_prompts": len(rows)})
+    circ.meta.update({"method": "circuitlasso", "seconds": time.perf_counter() - t0, "n_prompts": len(rows),
+                      "qk": bool(qk)})
     return circ
 
 
-__all__ = ["activation_patching", "circuitlasso", "circuitlasso_qk", "eap", "eap_ig"]
+def circuitlasso_v(model: Any, clean: Any, corrupt: Any = None, **params: Any) -> Circuit:
+    """:func:`circuitlasso` with ``qk=False`` (site outputs only, the fit of ``CircuitLasso().fit(ck.capture(...))``),
+    registered as ``"circuitlasso-v"``."""
+    circ = circuitlasso(model, clean, corrupt, qk=False, **params)
+    circ.meta["method"] = "circuitlasso-v"
+    return circ
+
+
+__all__ = ["activation_patching", "circuitlasso", "circuitlasso_qk", "circuitlasso_v", "eap", "eap_ig"]

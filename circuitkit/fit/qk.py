@@ -56,6 +56,15 @@ def _tracr_module(model: Any) -> Any:
     return mod
 
 
+def supports_qk(model: Any) -> bool:
+    """Whether :func:`capture_qk` can record this model's queries and keys (Tracr models)."""
+    try:
+        _tracr_module(model)
+    except TypeError:
+        return False
+    return True
+
+
 @torch.no_grad()
 def capture_qk(model: Any, inputs: Sequence[Sequence[int]] | torch.Tensor, *, acts: Activations,
                heads: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
@@ -153,4 +162,4 @@ def fit_qk_circuit(acts: Activations, qk: Mapping[str, Mapping[str, np.ndarray]]
     return Circuit(nodes, edge_df, path, meta)
 
 
-__all__ = ["PATHWAYS", "capture_qk", "fit_qk_circuit"]
+__all__ = ["PATHWAYS", "capture_qk", "fit_qk_circuit", "supports_qk"]

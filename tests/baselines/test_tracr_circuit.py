@@ -84,10 +84,17 @@ def test_capture_and_discover_share_the_bos_rule():
     assert acts.index["position"].min() == N_SKIPPED_POSITIONS
     assert acts.n_rows == sum(len(x) - N_SKIPPED_POSITIONS for x in ids)
     mine = ck.CircuitLasso().fit(acts).circuit_
-    theirs = ck.discover("circuitlasso", task.model, batches, sites=task.sites)
+    theirs = ck.discover("circuitlasso", task.model, batches, sites=task.sites, qk=False)
     assert mine.meta["n_rows"] == theirs.meta["n_rows"] == acts.n_rows
     pd_mine, pd_theirs = edge_scores(mine).sort_index(), edge_scores(theirs).sort_index()
     assert list(pd_mine.index) == list(pd_theirs.index)
     np.testing.assert_allclose(pd_mine.to_numpy(), pd_theirs.to_numpy(), rtol=1e-6, atol=1e-9)
     assert set(zip(mine.edges["source"], mine.edges["target"])) == set(zip(theirs.edges["source"],
                                                                           theirs.edges["target"]))
+    # the default (qk="auto" on a Tracr model) is the query/key circuit of the same rows
+    from circuitkit.fit.qk import capture_qk, fit_qk_circuit
+
+    mine_qk = fit_qk_circuit(acts, capture_qk(task.model, ids, acts=acts), progress=False)
+    theirs_qk = ck.discover("circuitlasso", task.model, batches, sites=task.sites)
+    assert set(zip(mine_qk.edges["source"], mine_qk.edges["target"], mine_qk.edges["via"])) == \
+        set(zip(theirs_qk.edges["source"], theirs_qk.edges["target"], theirs_qk.edges["via"]))

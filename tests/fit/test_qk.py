@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import circuitkit as ck
-from circuitkit.fit.qk import capture_qk, fit_qk_circuit
+from circuitkit.fit.qk import capture_qk, fit_qk_circuit, supports_qk
 from circuitkit.models.tracr import _layer_weights, _nz_rows, component_io, load_tracr_task
 from circuitkit.sites import parse_site
 
@@ -52,8 +52,12 @@ def test_qk_targets_equal_the_query_of_the_summed_site_outputs(reverse):
 
 def test_query_only_edge_found_with_qk_and_missed_without(reverse):
     task, batches = reverse
-    off = ck.discover("circuitlasso", task.model, batches, sites=task.sites)
+    off = ck.discover("circuitlasso", task.model, batches, sites=task.sites, qk=False)
     on = ck.discover("circuitlasso", task.model, batches, sites=task.sites, qk=True)
+    auto = ck.discover("circuitlasso", task.model, batches, sites=task.sites)   # qk="auto": on for Tracr
+    assert auto.meta["qk"] and not off.meta["qk"]
+    assert set(zip(auto.edges["source"], auto.edges["target"])) == set(zip(on.edges["source"], on.edges["target"]))
+    assert ck.discover("circuitlasso-v", task.model, batches, sites=task.sites).meta["qk"] is False
     e_off = set(zip(off.edges["source"], off.edges["target"]))
     e_on = on.edges.set_index(["source", "target"])
     assert ("L2.MLP", "L3.H0") not in e_off
@@ -74,3 +78,37 @@ def test_qk_bad_inputs(reverse):
         fit_qk_circuit(acts, {}, pathways=["z"])
     with pytest.raises(ValueError, match="head sites"):
         capture_qk(task.model, ids, acts=acts, heads=["L0.MLP"])
+    assert supports_qk(task.model) and not supports_qk(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="qk must be True, False or 'auto'"):
+        ck.discover("circuitlasso", task.model, batches[:1], sites=task.sites, qk="yes")
+    with pytest.raises(ValueError, match="not a head site"):
+        ck.CircuitLasso(progress=False).fit(acts, reads={"L0.MLP": {"q": np.zeros((acts.n_rows, 2))}})
+    with pytest.raises(ValueError, match=r"must be \[\d+, d\]"):
+        ck.CircuitLasso(progress=False).fit(acts, reads={"L0.H0": {"q": np.zeros((3, 2))}})
+
+
+def test_read_nodes_are_targets_never_sources_and_leave_the_site_fit_unchanged(reverse):
+    """fit(acts, reads=...) adds "L3.H0<q>"-style target nodes regressed on the sites before the head; they are
+    never sources, the alpha grid and every site edge are those of the plain fit, and fit_qk_circuit merges
+    them into the head with via."""
+    task, batches = reverse
+    ids = [r.tolist() for b in batches for r in b]
+    acts = ck.capture(task.model, ids, sites=task.sites, progress=False)
+    qk = capture_qk(task.model, ids, acts=acts)
+    plain = ck.CircuitLasso(progress=False).fit(acts)
+    est = ck.CircuitLasso(progress=False).fit(acts, reads={h: {"q": v["q"], "k": v["k"]} for h, v in qk.items()})
+    c = est.circuit_
+    reads = c.nodes[c.nodes["kind"] == "read"]
+    assert sorted(reads["node"]) == ["L0.H0<k>", "L0.H0<q>", "L3.H0<k>", "L3.H0<q>"]
+    assert set(reads["site"]) == {"L0.H0", "L3.H0"}
+    assert not set(c.path["source"]) & set(reads["node"])                 # never a source
+    order = {s: parse_site(s).rank for s in task.sites}
+    into = c.path[c.path["target"].isin(reads["node"])]
+    assert len(into) and all(order[u] < order[parse_site(t.split("<")[0]).name] for u, t in
+                             zip(into["source"], into["target"]))
+    np.testing.assert_array_equal(est.alphas_, plain.alphas_)
+    sites_only = c.edges[~c.edges["target"].isin(reads["node"])]
+    assert set(zip(sites_only["source"], sites_only["target"])) == set(zip(plain.circuit_.edges["source"],
+                                                                           plain.circuit_.edges["target"]))
+    merged = fit_qk_circuit(acts, qk, progress=False)
+    assert "read" not in set(merged.nodes["kind"]) and {"v", "q", "k"} == set(merged.path["via"])
