@@ -35,6 +35,8 @@ import scipy.sparse as sp
 #: two standardised columns are copies when ``|correlation|`` is at least this (float32 rounding of one variable
 #: leaves ``1 - |corr|`` around 1e-14; distinct variables of the Tracr and toy-LM designs stay below 1 - 1e-6)
 DUPLICATE_CORR = 1 - 1e-9
+#: rows of the Gram compared at a time
+CHUNK_ROWS = 1024
 
 
 @dataclass
@@ -56,13 +58,19 @@ def find_duplicates(gram: np.ndarray, cols: np.ndarray, *, threshold: float = DU
     cols = np.asarray(cols, dtype=np.int64)
     d = np.sqrt(np.maximum(np.diag(gram), 0.0))
     live = d > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corr = gram / np.outer(np.where(live, d, 1.0), np.where(live, d, 1.0))
-    hit = (np.abs(corr) >= threshold) & live[:, None] & live[None, :]
-    np.fill_diagonal(hit, False)
-    if not hit.any():
+    inv = np.where(live, 1.0 / np.where(live, d, 1.0), 0.0)
+    rows, cols_hit = [], []
+    for lo in range(0, gram.shape[0], CHUNK_ROWS):   # row chunks: no second [p, p] array at SmolLM2 size
+        c = np.abs(gram[lo:lo + CHUNK_ROWS]) * inv[lo:lo + CHUNK_ROWS, None] * inv[None, :]
+        r, k = np.nonzero(c >= threshold)
+        keep = r + lo != k
+        rows.append(r[keep] + lo)
+        cols_hit.append(k[keep])
+    r, k = np.concatenate(rows), np.concatenate(cols_hit)
+    if r.size == 0:
         return DuplicateGroups([], [])
-    n_comp, label = sp.csgraph.connected_components(sp.csr_matrix(hit), directed=False)
+    hit = sp.csr_matrix((np.ones(r.size), (r, k)), shape=gram.shape)
+    n_comp, label = sp.csgraph.connected_components(hit, directed=False)
     groups, signs = [], []
     for c in range(n_comp):
         members = np.flatnonzero(label == c)
@@ -70,7 +78,7 @@ def find_duplicates(gram: np.ndarray, cols: np.ndarray, *, threshold: float = DU
             continue
         order = members[np.argsort(cols[members], kind="stable")]
         groups.append(cols[order])
-        signs.append(np.where(corr[order[0], order] < 0, -1.0, 1.0))
+        signs.append(np.where(gram[order[0], order] < 0, -1.0, 1.0))
     return DuplicateGroups(groups, signs)
 
 
