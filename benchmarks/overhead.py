@@ -5,11 +5,13 @@ prompts: ``make_prompts(task, 400, seed=0)``; nnsight capture + default ``Circui
 8 prompts first), ``--repeats`` times per task, and splits each call's wall time into phases by timing the
 functions that make them up:
 
-* ``capture``: the nnsight trace of the clean prompts (``_observational_capture``);
+* ``capture``: the nnsight trace of the clean prompts (``_observational_capture``), and the heads' queries and
+  keys (``capture_qk``, when the method fits them);
 * ``layout+stats``: the design matrix, column statistics and collinearity checks (``fit`` up to the
   standardised design, ``timing_["design"]``);
 * ``standardise+grid``: the standardised design, target blocks and the alpha grid;
-* ``solver``: the celer paths (``solver.path``);
+* ``solver``: the solver paths (``CelerSolver.path``, ``GramSolver.path``) and stability selection's batched
+  half-sample fits (``gram.select_first_q``);
 * ``selection``: per-target eBIC (``_select_per_target``) and reading the chosen rows (``select.pick_rows``);
 * ``edges``: node edge tables at every grid point and of the selected circuit (``_node_edges``, and
   ``_path_edges`` where it exists);
@@ -66,10 +68,19 @@ def _instrument(acc: dict[str, float]) -> None:
         if hasattr(lasso.CircuitLasso, name):
             setattr(lasso.CircuitLasso, name, timed("edges", getattr(lasso.CircuitLasso, name)))
     celer_solver.CelerSolver.path = timed("solver", celer_solver.CelerSolver.path)
+    try:  # solver "gram" (the auto choice for these designs since 2026-12-05) and its batched half-sample fits
+        from circuitkit.fit import gram, qk
+
+        gram.GramSolver.path = timed("solver", gram.GramSolver.path)
+        gram.select_first_q = timed("solver", gram.select_first_q)
+        eap_capture_qk = qk.capture_qk
+        qk.capture_qk = timed("capture", eap_capture_qk)
+    except ImportError:  # older checkouts
+        pass
     Circuit.__post_init__ = timed("circuit", Circuit.__post_init__)
 
 
-def run(tasks: list[str] | None, *, split: str, repeats: int, n_samples: int) -> dict:
+def run(tasks: list[str] | None, *, split: str, repeats: int, n_samples: int, method: str = "circuitlasso") -> dict:
     from circuitkit.baselines import get_method
     from circuitkit.bench.ground_truth import make_prompts
     from circuitkit.fit import lasso
@@ -86,7 +97,8 @@ def run(tasks: list[str] | None, *, split: str, repeats: int, n_samples: int) ->
         return out
 
     lasso.CircuitLasso.fit = fit_recording
-    method = get_method("circuitlasso")
+    method_name = method
+    method = get_method(method_name)
     loaded = [load_tracr_task(t) for t in (tasks or list_tracr_tasks(split))]
     warm = loaded[0]
     c, k = make_prompts(warm, 8, seed=12345)
@@ -107,7 +119,7 @@ def run(tasks: list[str] | None, *, split: str, repeats: int, n_samples: int) ->
         for p, s in ph.items():
             totals[p] += s
         totals["total"] += wall
-    return {"split": split, "repeats": repeats, "n_samples": n_samples, "tasks": per_task,
+    return {"split": split, "method": method_name, "repeats": repeats, "n_samples": n_samples, "tasks": per_task,
             "totals": {p: totals[p] for p in (*PHASES, "total")}}
 
 
@@ -117,16 +129,18 @@ def main() -> None:
     ap.add_argument("--holdout", action="store_true", help="the holdout split instead of the suite")
     ap.add_argument("--repeats", type=int, default=3, help="calls per task; seconds are per call (default 3)")
     ap.add_argument("--n-samples", type=int, default=400, help="prompts per task (default 400, the bench's)")
+    ap.add_argument("--method", default="circuitlasso",
+                    help="registered discovery method (default circuitlasso; circuitlasso-v: outputs only)")
     ap.add_argument("--json", default="outputs/overhead.json")
     args = ap.parse_args()
     if args.repeats < 1:
         raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
     warnings.filterwarnings("ignore", category=UserWarning)
     res = run(args.tasks, split="holdout" if args.holdout else "suite", repeats=args.repeats,
-              n_samples=args.n_samples)
+              n_samples=args.n_samples, method=args.method)
     tot = res["totals"]
     n = len(res["tasks"])
-    print(f"CircuitLasso on {n} {res['split']} tasks, {res['n_samples']} prompts, mean of {res['repeats']} calls "
+    print(f"{res['method']} on {n} {res['split']} tasks, {res['n_samples']} prompts, mean of {res['repeats']} calls "
           f"per task; seconds summed over tasks")
     print("| phase | seconds | fraction |\n|---|---|---|")
     for p in PHASES:

@@ -29,7 +29,7 @@ Choosing ``alpha``. Give ``alpha`` for one fit, or leave it ``None`` to fit a ge
   active in fewer than ``min_source_rows`` (5) rows are not candidates, so single-row coincidences cannot
   become edges. Each half's path stops once more than ``q`` sources have entered, so the ``2 * stability_b``
   half fits cost a small multiple of one full fit on SAE features (``benchmarks/scale.md``: 1.4-2.6x eBIC
-  at D = 4,096-24,576); on tiny dense problems (Tracr) the per-call overhead makes it about 10x. With
+  at D = 4,096-24,576); on the Tracr tasks, whose every half-sample solver ``"gram"`` fits in one call, about 2x. With
   ``fit(data, y)`` the prediction target is one more target per half (its edges carry probabilities too,
   and the bound counts it). The regularisation path (``circuit_.path``, the edge ranking) is the same as
   with any other rule.
@@ -151,11 +151,13 @@ class CircuitLasso(BaseEstimator):
     solver: ``"auto"`` (default) or a registered solver name (:func:`circuitkit.fit.solvers.available_solvers`):
         ``"celer"`` (reference, per-target celer path), ``"fast"`` (sparse covariance coordinate descent with
         screening, for SAE features), ``"dense"`` (batched gradients and working-set Gram solves, for dense
-        component-level designs; :mod:`circuitkit.fit.dense`), ``"torch"`` (batched proximal gradient, for GPUs). ``"auto"`` picks
-        ``"fast"`` for a sparse (SAE) design, ``"torch"`` for a large dense design when CUDA is present,
-        ``"dense"`` for a dense design with at least 2,000 columns and no more rows than columns
-        (:data:`circuitkit.fit.solvers.DENSE_MIN_COLUMNS`; compressed component sites of a real model) and
-        ``"celer"`` otherwise; the choice is stored in ``solver_`` and ``circuit_.meta["solver"]``.
+        component-level designs; :mod:`circuitkit.fit.dense`), ``"gram"`` (Gram-form coordinate descent, one numba
+        call per block, for small dense designs; :mod:`circuitkit.fit.gram`), ``"torch"`` (batched proximal
+        gradient, for GPUs). ``"auto"`` picks ``"fast"`` for a sparse (SAE) design, ``"torch"`` for a large dense
+        design when CUDA is present, ``"dense"`` for a dense design with at least 2,000 columns and no more rows than
+        columns (:data:`circuitkit.fit.solvers.DENSE_MIN_COLUMNS`; compressed component sites of a real model),
+        ``"gram"`` for a dense design with fewer columns (Tracr, toy-LM component sites) and ``"celer"`` otherwise;
+        the choice is stored in ``solver_`` and ``circuit_.meta["solver"]``.
     backend: ``"local"`` (this machine, ``n_jobs`` workers) or ``"dask"`` (the current dask.distributed
         client; see :mod:`circuitkit.fit.distributed`).
     rows_per_edge: (E)BIC only considers supports with at most ``active_rows / rows_per_edge`` predictors,
@@ -204,6 +206,12 @@ class CircuitLasso(BaseEstimator):
     skipped_targets_: nodes that were not fitted as targets, with the reason.
     collinear_sources_: groups of feature nodes whose standardised columns are identical (a warning names
         them): the Lasso's choice of parent among them is arbitrary, and solvers may pick differently.
+    duplicate_columns_: component level, a DataFrame (group, column, node, sign) of source columns that are exact
+        affine copies of one another after standardisation (``|correlation| >= 1 - 1e-9``, from the Gram of the
+        source columns; ``None`` when that Gram is not computed: other solvers above ``COLLINEAR_MAX_WORK``). In
+        every block each group is fitted as one column and its coefficient is split equally among the block's
+        copies with their signs, so the copies enter the path together and stability selection keeps all or none
+        (:mod:`circuitkit.fit.duplicates`). The split is an optimal Lasso solution of the unmerged problem.
     collinear_sites_: component level, a DataFrame (site, r2, n_dims, n_columns, sources) of source sites whose
         output has a direction that is a (near) linear function of the sites before it in node order on these
         rows: largest squared canonical correlation ``r2`` with them above ``COLLINEAR_R2`` (``1 - 1e-6``), i.e.
