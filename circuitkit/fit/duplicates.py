@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .solvers import DenseCoefs
+
 #: two standardised columns are copies when ``|correlation|`` is at least this (float32 rounding of one variable
 #: leaves ``1 - |corr|`` around 1e-14; distinct variables of the Tracr and toy-LM designs stay below 1 - 1e-6)
 DUPLICATE_CORR = 1 - 1e-9
@@ -102,8 +104,6 @@ class BlockReduction:
     def expand_path(self, coefs):
         """:meth:`expand` at every grid point of ``PathResult.coefs`` (a :class:`~circuitkit.fit.solvers.DenseCoefs`
         stays one)."""
-        from .solvers import DenseCoefs
-
         if isinstance(coefs, DenseCoefs):
             return coefs.matmul(self.expand_matrix)
         return [self.expand(c) for c in coefs]

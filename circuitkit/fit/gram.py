@@ -88,20 +88,12 @@ def _k_relaxed(H, c, on, yty, n_rows):
     """``rss / n`` of the least-squares refit of a target on the support ``on``: ``y'y/n - c_S' b`` with
     ``H_SS b = c_S`` solved by least squares (minimum norm on a collinear support); ``y'y/n`` for an empty
     support and 0 when the support has at least ``n_rows - 1`` columns (as :func:`circuitkit.fit.select.relaxed_rss`)."""
-    m = 0
-    for i in range(on.size):
-        if on[i]:
-            m += 1
+    idx = np.flatnonzero(on)
+    m = idx.size
     if m == 0:
         return yty
     if m >= n_rows - 1:
         return 0.0
-    idx = np.empty(m, dtype=np.int64)
-    m = 0
-    for i in range(on.size):
-        if on[i]:
-            idx[m] = i
-            m += 1
     A = np.empty((m, m))
     b = np.empty(m)
     for a in range(m):
@@ -156,19 +148,10 @@ def _k_orthant_step(H, C, j, w, r, a):
     Either way the objective never rises and a coefficient that reaches zero is set to zero exactly. Coordinate
     descent alone takes thousands of epochs on the exactly collinear, noise-free designs of Tracr models (query
     targets are exact linear functions of the residual). Returns whether ``w`` moved (``r`` is updated)."""
-    p = w.size
-    m = 0
-    for i in range(p):
-        if w[i] != 0.0:
-            m += 1
+    idx = np.flatnonzero(w)
+    m = idx.size
     if m == 0:
         return False
-    idx = np.empty(m, dtype=np.int64)
-    m = 0
-    for i in range(p):
-        if w[i] != 0.0:
-            idx[m] = i
-            m += 1
     A = np.empty((m, m))
     b = np.empty(m)
     for u in range(m):

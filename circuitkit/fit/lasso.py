@@ -142,10 +142,8 @@ class CircuitLasso(BaseEstimator):
     min_target_freq: skip feature targets active in fewer than this fraction of rows (reported in
         ``skipped_targets_``).
     y_kind: ``"auto"``, ``"linear"`` (L1 least squares) or ``"logistic"`` (L1 logistic) for ``fit(data, y)``.
-    targets: ``"all"`` (default: every site's nodes and ``y``), ``"y"`` (only the prediction target: a
-        ranking of the nodes that predict ``y``; needs ``fit(data, y)``), or a list of site names: only those
-        sites' nodes (and ``y``) are fitted as targets; every node stays a candidate source (e.g. the query/key
-        fits of :mod:`circuitkit.fit.qk`, which need only one layer's heads).
+    targets: ``"all"`` (default: every site's nodes and ``y``) or ``"y"`` (only the prediction target: a
+        ranking of the nodes that predict ``y``; needs ``fit(data, y)``).
     exclude: node names left out of the fit (neither sources nor targets; coefficient 0), e.g. features
         already removed in an earlier round.
     solver: ``"auto"`` (default) or a registered solver name (:func:`circuitkit.fit.solvers.available_solvers`):
@@ -246,7 +244,7 @@ class CircuitLasso(BaseEstimator):
         include_errors: bool = True,
         min_target_freq: float = 0.0,
         y_kind: Literal["auto", "linear", "logistic"] = "auto",
-        targets: Literal["all", "y"] | Sequence[str] = "all",
+        targets: Literal["all", "y"] = "all",
         exclude: Sequence[str] | None = None,
         solver: str = "auto",
         backend: Literal["local", "dask"] = "local",
@@ -338,11 +336,8 @@ class CircuitLasso(BaseEstimator):
             raise ValueError(f"unknown selection {self.selection!r}; valid choices: {SELECTIONS}")
         if self.selection in select.GLOBAL and self.n_edges is None:
             raise ValueError(f"selection={self.selection!r} needs n_edges (an int >= 0), got None")
-        if isinstance(self.targets, str):
-            if self.targets not in TARGETS:
-                raise ValueError(f"unknown targets {self.targets!r}; valid: {TARGETS} or a list of site names")
-        elif not (isinstance(self.targets, Sequence) and all(isinstance(t, str) for t in self.targets)):
-            raise TypeError(f"targets must be 'all', 'y' or a list of site names, got {self.targets!r}")
+        if self.targets not in TARGETS:
+            raise ValueError(f"unknown targets {self.targets!r}; valid: {TARGETS}")
         if self.exclude is not None and (isinstance(self.exclude, str)
                                          or not all(isinstance(n, str) for n in self.exclude)):
             raise TypeError(f"exclude must be a list of node names (e.g. ['L1.resid_post/f12']), got {self.exclude!r}")
@@ -516,20 +511,11 @@ class CircuitLasso(BaseEstimator):
             nnz_frac = None
 
         # targets: group columns by target node-site so they share one predictor set
-        target_sites = None
-        if not isinstance(self.targets, str):
-            target_sites = set(self.targets)
-            unknown = sorted(target_sites - set(layout.node_site))
-            if unknown:
-                raise ValueError(f"targets names sites this fit does not have: {unknown}; its sites are "
-                                 f"{sorted(set(layout.node_site))}")
         groups: dict[tuple, list[int]] = {}
         skipped: dict[str, str] = {}
         kinds = layout.nodes["kind"].to_numpy()
         for i, cols in enumerate(layout.node_cols):
             if not layout.is_target[i] or self.targets == "y":
-                continue
-            if target_sites is not None and layout.node_site[i] not in target_sites:
                 continue
             live = cols[alive[cols]]
             name = layout.nodes["node"].iat[i]
